@@ -1,0 +1,6 @@
+"""Muon-AD: Muon-accelerated attention distillation for real-time synthesis from a latent diffusion teacher."""
+
+__version__ = "0.1.0"
+
+# Where `muon-ad train-teacher configs/teacher-tiny.yaml` saves the built-in teacher; commands default to it.
+DEFAULT_TEACHER = "runs/teacher-tiny/teacher"

@@ -1,0 +1,238 @@
+"""The frozen teacher: a latent diffusion model in the Stable Diffusion 1.5 layout.
+
+There are two ways in, and both end in the same loader:
+1. a local diffusers-format folder (`unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`), such as a
+   downloaded SD-1.5, loaded fully offline;
+2. the built-in `tiny` preset, which `muon-ad train-teacher` trains on the procedural data and saves in
+   exactly that layout (its tokenizer is a word-level tokenizer over the captions' vocabulary, since a
+   CLIP BPE vocabulary cannot be downloaded here).
+
+Everything is a stock diffusers/transformers component, so sampling is diffusers' own
+`StableDiffusionPipeline`, and the attention processors of the UNet are the standard ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from muon_ad import DEFAULT_TEACHER
+from muon_ad.errors import UserError
+_REQUIRED = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+@dataclass
+class TinyTeacherConfig:
+    """Architecture of the built-in teacher: SD-1.5's structure at a size 2 CPU cores train in minutes."""
+
+    image_size: int = 64
+    latent_channels: int = 4
+    vae_channels: tuple[int, ...] = (32, 64, 64)  # 3 blocks: the latent is image_size / 4
+    unet_channels: tuple[int, ...] = (64, 128)
+    unet_layers_per_block: int = 1
+    attention_heads: int = 4
+    text_dim: int = 64
+    text_layers: int = 2
+    max_prompt_tokens: int = 8
+
+
+@dataclass
+class Teacher:
+    """The components of a latent diffusion model, with the few conversions every caller needs."""
+
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: PreTrainedTokenizerBase
+    scheduler: DDIMScheduler
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def image_size(self) -> int:
+        return self.unet.config.sample_size * self.vae_scale_factor
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Teacher":
+        for module in (self.unet, self.vae, self.text_encoder):
+            module.to(device=device, dtype=dtype)
+        return self
+
+    def freeze(self) -> "Teacher":
+        for module in (self.unet, self.vae, self.text_encoder):
+            module.requires_grad_(False).eval()
+        return self
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Text embeddings (B, tokens, dim) for the UNet's cross-attention."""
+        ids = self.tokenizer(
+            prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(self.device)
+        return self.text_encoder(ids)[0]
+
+    def encode_images(self, images: torch.Tensor, sample: bool = False) -> torch.Tensor:
+        """Images in [-1, 1] → scaled latents (the posterior mean unless `sample`)."""
+        posterior = self.vae.encode(images.to(self.device, self.vae.dtype)).latent_dist
+        latents = posterior.sample() if sample else posterior.mean
+        return latents * self.vae.config.scaling_factor
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents → images in [-1, 1]."""
+        images = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        return images.clamp(-1, 1)
+
+    @torch.no_grad()
+    def sample(self, prompts: list[str], steps: int = 30, guidance_scale: float = 3.0, seed: int = 0) -> torch.Tensor:
+        """Images (N, 3, H, W) in [-1, 1] drawn with diffusers' StableDiffusionPipeline (DDIM)."""
+        pipe = self.pipeline()
+        pipe.set_progress_bar_config(disable=True)
+        generator = torch.Generator(self.device).manual_seed(seed)
+        out = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance_scale, generator=generator,
+                   output_type="pt", height=self.image_size, width=self.image_size)
+        return out.images * 2 - 1
+
+    def pipeline(self):
+        """diffusers' StableDiffusionPipeline over these components (no safety checker: offline research use)."""
+        from diffusers import StableDiffusionPipeline
+
+        return StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=self.scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
+
+def build_tiny_teacher(cfg: TinyTeacherConfig, vocabulary: list[str]) -> Teacher:
+    """A freshly initialised tiny teacher whose tokenizer knows `vocabulary` (the captions' words)."""
+    tokens = ["<pad>", "<unk>"] + sorted(set(vocabulary) - {"<pad>", "<unk>"})
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    word_level = Tokenizer(models.WordLevel({w: i for i, w in enumerate(tokens)}, unk_token="<unk>"))
+    word_level.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=word_level, pad_token="<pad>", unk_token="<unk>", model_max_length=cfg.max_prompt_tokens
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokens),
+            hidden_size=cfg.text_dim,
+            intermediate_size=cfg.text_dim * 4,
+            num_hidden_layers=cfg.text_layers,
+            num_attention_heads=max(1, cfg.text_dim // 32),
+            max_position_embeddings=cfg.max_prompt_tokens,
+            pad_token_id=0,
+        )
+    )
+    vae_blocks = len(cfg.vae_channels)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * vae_blocks,
+        up_block_types=("UpDecoderBlock2D",) * vae_blocks,
+        block_out_channels=cfg.vae_channels,
+        layers_per_block=1,
+        latent_channels=cfg.latent_channels,
+        norm_num_groups=16,
+        sample_size=cfg.image_size,
+    )
+    levels = len(cfg.unet_channels)
+    unet = UNet2DConditionModel(
+        sample_size=cfg.image_size // 2 ** (vae_blocks - 1),
+        in_channels=cfg.latent_channels,
+        out_channels=cfg.latent_channels,
+        down_block_types=("CrossAttnDownBlock2D",) * levels,
+        up_block_types=("CrossAttnUpBlock2D",) * levels,
+        block_out_channels=cfg.unet_channels,
+        layers_per_block=cfg.unet_layers_per_block,
+        cross_attention_dim=cfg.text_dim,
+        attention_head_dim=cfg.attention_heads,  # diffusers' SD naming: this is the number of heads
+        norm_num_groups=16,
+    )
+    return Teacher(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=training_scheduler())
+
+
+def training_scheduler() -> DDIMScheduler:
+    """SD-1.5's noise schedule (scaled linear, 1000 steps, epsilon prediction) as a DDIM sampler."""
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
+
+
+def load_teacher(path: str | Path = DEFAULT_TEACHER, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Teacher:
+    """Load a diffusers-format teacher folder (SD-1.5 layout) offline, frozen and in eval mode."""
+    folder = Path(path)
+    if not folder.is_dir():
+        hint = " (train the built-in one with: muon-ad train-teacher configs/teacher-tiny.yaml)" if str(path) == DEFAULT_TEACHER else ""
+        raise UserError(f"teacher folder not found: {folder}{hint}")
+    missing = [name for name in _REQUIRED if not (folder / name).is_dir()]
+    if missing:
+        raise UserError(f"{folder} is not a diffusers SD folder: missing {', '.join(m + '/' for m in missing)}")
+    try:
+        teacher = Teacher(
+            unet=UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True),
+            vae=AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True),
+            text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True),
+            tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
+            scheduler=DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True),
+        )
+    except (OSError, ValueError, json.JSONDecodeError) as error:
+        raise UserError(f"cannot load teacher from {folder}: {str(error).splitlines()[0]}") from None
+    return teacher.to(device, dtype).freeze()
+
+
+def save_teacher(teacher: Teacher, path: str | Path) -> Path:
+    """Write the teacher as a diffusers SD-1.5-layout folder, atomically (temporary folder, then rename)."""
+    final = Path(path)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    teacher.unet.save_pretrained(tmp / "unet")
+    teacher.vae.save_pretrained(tmp / "vae")
+    teacher.text_encoder.save_pretrained(tmp / "text_encoder")
+    teacher.tokenizer.save_pretrained(tmp / "tokenizer")
+    teacher.scheduler.save_pretrained(tmp / "scheduler")
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", type(teacher.tokenizer).__name__],
+        "scheduler": ["diffusers", type(teacher.scheduler).__name__],
+        "safety_checker": [None, None],
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+    }
+    (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+    if final.exists():
+        shutil.rmtree(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, final)
+    return final
+
+
+def noise_scheduler(teacher: Teacher) -> DDPMScheduler:
+    """The teacher's forward-noising schedule (for training losses and for noising reference latents)."""
+    return DDPMScheduler.from_config(teacher.scheduler.config)

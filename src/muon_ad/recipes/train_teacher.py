@@ -1,0 +1,244 @@
+"""Recipe: train the built-in tiny teacher LDM on procedural data, on a laptop CPU, in minutes.
+
+Reads top to bottom: build an in-memory image bank → phase 1 trains the autoencoder on random crops
+(it is fully convolutional, so 32 px crops teach it 64 px images at a quarter of the cost) → encode the
+bank once → phase 2 trains the UNet and text encoder on those latents with SD-1.5's noise schedule and
+caption dropout (for classifier-free guidance), keeping an EMA of the UNet → save a diffusers SD folder.
+
+Resumable: a checkpoint (weights, optimizer, EMA, RNG, step) is written every `checkpoint_every` steps
+and on Ctrl-C; running the same command again continues from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from muon_ad.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from muon_ad.config import save_config, to_dict
+from muon_ad.data.images import save_image_atomic
+from muon_ad.data.procedural import TEXTURE_FAMILIES, PALETTES, ProceduralScenes, ProceduralTextures, texture_caption
+from muon_ad.models.teacher import Teacher, TinyTeacherConfig, build_tiny_teacher, noise_scheduler, save_teacher
+from muon_ad.visual import image_grid
+
+log = logging.getLogger("muon_ad.train_teacher")
+
+
+@dataclass
+class TeacherDataConfig:
+    textures: int = 4000
+    scenes: int = 1000
+    size: int = 64
+    seed: int = 0
+
+
+@dataclass
+class TeacherTrainConfig:
+    out_dir: str = "runs/teacher-tiny"
+    vae_steps: int = 1200
+    unet_steps: int = 3000
+    batch_size: int = 16
+    vae_crop: int = 32
+    vae_lr: float = 1e-3
+    unet_lr: float = 5e-4
+    warmup_steps: int = 100
+    kl_weight: float = 1e-6
+    caption_dropout: float = 0.1
+    ema_decay: float = 0.999
+    checkpoint_every: int = 500
+    seed: int = 0
+    sample_steps: int = 30
+    guidance_scale: float = 3.0
+
+
+@dataclass
+class TrainTeacherConfig:
+    model: TinyTeacherConfig = field(default_factory=TinyTeacherConfig)
+    data: TeacherDataConfig = field(default_factory=TeacherDataConfig)
+    train: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
+
+
+@dataclass
+class ImageBank:
+    """The whole training set in memory as uint8, so a step costs no image generation."""
+
+    images: torch.Tensor  # (N, 3, H, W) uint8
+    captions: list[str]
+
+    def batch(self, index: torch.Tensor) -> torch.Tensor:
+        return self.images[index].float().div(127.5).sub(1.0)
+
+
+def build_bank(cfg: TeacherDataConfig) -> ImageBank:
+    sets = [ProceduralTextures(cfg.textures, cfg.size, cfg.seed), ProceduralScenes(cfg.scenes, cfg.size, cfg.seed)]
+    items = [d[i] for d in sets for i in tqdm(range(len(d)), desc="making built-in images", leave=False)]
+    images = torch.stack([((it["image"] + 1) * 127.5).round().to(torch.uint8) for it in items])
+    return ImageBank(images, [it["caption"] for it in items])
+
+
+def train_teacher(cfg: TrainTeacherConfig, on_step: Callable[[int], None] | None = None) -> Path:
+    """Run (or resume) the recipe; returns the folder of the finished diffusers-format teacher."""
+    out = Path(cfg.train.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    torch.manual_seed(cfg.train.seed)
+    bank = build_bank(cfg.data)
+    vocabulary = sorted({word for caption in bank.captions for word in caption.split()})
+    teacher = build_tiny_teacher(cfg.model, vocabulary)
+    models = {"vae": teacher.vae, "unet": teacher.unet, "text_encoder": teacher.text_encoder}
+    ema = EMAModel(teacher.unet.parameters(), decay=cfg.train.ema_decay, use_ema_warmup=True)
+    total = cfg.train.vae_steps + cfg.train.unet_steps
+
+    step, state = 0, None
+    if (folder := latest_checkpoint(out)) is not None:
+        state = load_checkpoint(folder, models)
+        step = state["step"]
+        log.info("resuming from %s (step %d of %d)", folder, step, total)
+
+    log_file = (out / "log.csv").open("a", newline="")
+    writer = csv.writer(log_file)
+    if step == 0:
+        writer.writerow(["step", "phase", "loss", "lr", "seconds"])
+    bar = tqdm(total=total, initial=step, desc="train-teacher", dynamic_ncols=True)
+    start = time.time()
+    checkpoint: Callable[[], None] | None = None
+    try:
+        for phase, phase_steps in (("vae", range(cfg.train.vae_steps)), ("unet", range(cfg.train.vae_steps, total))):
+            if step >= phase_steps.stop:
+                continue
+            run = _vae_phase if phase == "vae" else _unet_phase
+            optimizer, step_fn = run(cfg, teacher, bank, ema, state)
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(cfg.train.warmup_steps, len(phase_steps)))
+            if state is not None and state.get("phase") == phase:
+                optimizer.load_state_dict(state["optimizer"])
+                schedule.load_state_dict(state["schedule"])
+                set_rng_state(state["rng"])
+                if phase == "unet":
+                    ema.load_state_dict(state["ema"])
+            state = None
+
+            def checkpoint() -> None:
+                extra = {"ema": ema.state_dict()} if phase == "unet" else {}
+                save_checkpoint(out, step, models, {"phase": phase, "optimizer": optimizer.state_dict(),
+                                                     "schedule": schedule.state_dict(), "rng": rng_state(),
+                                                     "scaling_factor": teacher.vae.config.scaling_factor, **extra})
+
+            while step < phase_steps.stop:
+                loss = step_fn()
+                schedule.step()
+                step += 1
+                writer.writerow([step, phase, f"{loss:.5f}", f"{schedule.get_last_lr()[0]:.2e}", f"{time.time() - start:.1f}"])
+                bar.set_postfix(phase=phase, loss=f"{loss:.4f}")
+                bar.update()
+                if step % cfg.train.checkpoint_every == 0 or step == phase_steps.stop:
+                    checkpoint()
+                if on_step is not None:
+                    on_step(step)
+    except KeyboardInterrupt:
+        if checkpoint is not None:
+            checkpoint()
+        log.warning("interrupted at step %d: checkpoint saved; run the same command to resume", step)
+        raise
+    finally:
+        bar.close()
+        log_file.close()
+
+    ema.copy_to(teacher.unet.parameters())
+    final = save_teacher(teacher, out / "teacher")
+    grid = sample_grid(teacher, cfg.train.sample_steps, cfg.train.guidance_scale, seed=cfg.train.seed)
+    save_image_atomic(grid, out / "samples.png")
+    log.info("teacher saved to %s, samples in %s", final, out / "samples.png")
+    return final
+
+
+def _vae_phase(cfg: TrainTeacherConfig, teacher: Teacher, bank: ImageBank, ema: EMAModel, state: dict | None):
+    """Autoencoder: MSE reconstruction of random crops plus a tiny KL term (as in SD's VAE, minus the GAN)."""
+    vae, crop = teacher.vae.train(), cfg.train.vae_crop
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.train.vae_lr, weight_decay=0.0)
+
+    def step() -> float:
+        x = bank.batch(torch.randint(len(bank.images), (cfg.train.batch_size,)))
+        top, left = torch.randint(x.shape[-1] - crop + 1, (2,)).tolist()
+        x = x[..., top : top + crop, left : left + crop]
+        x = torch.where(torch.rand(x.shape[0], 1, 1, 1) < 0.5, x, x.flip(-1))
+        posterior = vae.encode(x).latent_dist
+        loss = F.mse_loss(vae.decode(posterior.sample()).sample, x) + cfg.train.kl_weight * posterior.kl().mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    return optimizer, step
+
+
+def _unet_phase(cfg: TrainTeacherConfig, teacher: Teacher, bank: ImageBank, ema: EMAModel, state: dict | None):
+    """Denoiser: SD-1.5's epsilon objective on latents of the (now frozen) autoencoder."""
+    vae = teacher.vae.eval().requires_grad_(False)
+    if state is not None and state.get("phase") == "unet":
+        vae.register_to_config(scaling_factor=state["scaling_factor"])
+    mean, std = _encode_bank(teacher, bank)
+    if state is None or state.get("phase") != "unet":
+        # SD's trick: scale latents to unit variance so the noise schedule means the same thing.
+        vae.register_to_config(scaling_factor=float(1.0 / mean.std()))
+    scale = vae.config.scaling_factor
+    unet, text_encoder = teacher.unet.train(), teacher.text_encoder.train()
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.unet_lr, weight_decay=0.01)
+    noise = noise_scheduler(teacher)
+
+    def step() -> float:
+        index = torch.randint(len(bank.images), (cfg.train.batch_size,))
+        latents = (mean[index] + std[index] * torch.randn_like(mean[index])) * scale
+        latents = torch.where(torch.rand(latents.shape[0], 1, 1, 1) < 0.5, latents, latents.flip(-1))
+        drop = torch.rand(len(index)) < cfg.train.caption_dropout
+        prompts = ["" if d else bank.captions[i] for d, i in zip(drop.tolist(), index.tolist())]
+        eps = torch.randn_like(latents)
+        t = torch.randint(noise.config.num_train_timesteps, (len(index),))
+        pred = unet(noise.add_noise(latents, eps, t), t, teacher.encode_prompts(prompts)).sample
+        loss = F.mse_loss(pred, eps)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(unet.parameters())
+        return loss.item()
+
+    return optimizer, step
+
+
+@torch.no_grad()
+def _encode_bank(teacher: Teacher, bank: ImageBank, batch: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    means, stds = [], []
+    for i in tqdm(range(0, len(bank.images), batch), desc="encoding latents", leave=False):
+        posterior = teacher.vae.encode(bank.batch(torch.arange(i, min(i + batch, len(bank.images))))).latent_dist
+        means.append(posterior.mean)
+        stds.append(posterior.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def _warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return factor
+
+
+@torch.no_grad()
+def sample_grid(teacher: Teacher, steps: int, guidance_scale: float, seed: int = 0):
+    """One sample per texture family (two palettes each), labelled with its prompt: the sanity picture."""
+    palettes = list(PALETTES)
+    prompts = [texture_caption(f, palettes[(i * 3 + k) % len(palettes)]) for i, f in enumerate(TEXTURE_FAMILIES) for k in range(2)]
+    images = teacher.sample(prompts, steps, guidance_scale, seed)
+    return image_grid(images, prompts, ncols=8, scale=2)
