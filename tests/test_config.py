@@ -68,4 +68,4 @@ def test_shipped_configs_load():
     from muon_ad.recipes.train_teacher import TrainTeacherConfig
 
     cfg = load_config(TrainTeacherConfig, Path(__file__).parents[1] / "configs" / "teacher-tiny.yaml")
-    assert cfg.model.vae_channels == (32, 64, 64) and cfg.train.vae_lr == pytest.approx(1e-3)
+    assert cfg.model.vae_channels == (16, 32, 64) and cfg.train.vae_lr == pytest.approx(1e-3)

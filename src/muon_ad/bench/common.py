@@ -7,12 +7,9 @@ GPU, no weights) raises `BenchUnavailable` with one clear line; it never returns
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass, field
-from typing import Callable
 
-import torch
+from muon_ad.eval.profile import median, time_ms  # re-exported: benchmarks time things with these
 
 
 class BenchUnavailable(RuntimeError):
@@ -25,22 +22,3 @@ class BenchOutput:
     metrics: dict[str, float]  # flat dict of numbers, names as in BENCHMARKS.md
     baseline: str  # what it was compared against
     repeats: dict[str, list[float]] = field(default_factory=dict)  # every timed repeat, kept for the JSON
-
-
-def time_ms(fn: Callable[[], object], repeats: int, warmup: int = 1, device: str = "cpu") -> list[float]:
-    """Wall-clock milliseconds of `fn()` for each repeat (after warm-up), synchronising CUDA if used."""
-    for _ in range(warmup):
-        fn()
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return times
-
-
-def median(values: list[float]) -> float:
-    return float(statistics.median(values))

@@ -34,10 +34,10 @@ class TinyTeacherConfig:
 
     image_size: int = 64
     latent_channels: int = 4
-    vae_channels: tuple[int, ...] = (32, 64, 64)  # 3 blocks: the latent is image_size / 4
-    unet_channels: tuple[int, ...] = (64, 128)
+    vae_channels: tuple[int, ...] = (16, 32, 64)  # 3 blocks: the latent is image_size / 4
+    unet_channels: tuple[int, ...] = (32, 64)
     unet_layers_per_block: int = 1
-    attention_heads: int = 4
+    attention_heads: int = 2
     text_dim: int = 64
     text_layers: int = 2
     max_prompt_tokens: int = 8

@@ -45,8 +45,8 @@ class TeacherDataConfig:
 @dataclass
 class TeacherTrainConfig:
     out_dir: str = "runs/teacher-tiny"
-    vae_steps: int = 1200
-    unet_steps: int = 3000
+    vae_steps: int = 1000
+    unet_steps: int = 2500
     batch_size: int = 16
     vae_crop: int = 32
     vae_lr: float = 1e-3

@@ -1,0 +1,109 @@
+"""One call for the image metrics of a run (what `muon-ad evaluate` reports), and their Markdown table.
+
+FID/KID compare two *distributions* (generated vs real), so the sets need not match one to one. SSIM
+and PSNR compare *aligned pairs* (stylised image i vs content image i) and are computed only when such
+references are given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import Tensor, nn
+
+from muon_ad.data.images import is_image_file, load_rgb, to_tensor
+from muon_ad.errors import UserError
+from muon_ad.eval.fid import (
+    FID_LABELS,
+    FeatureExtractor,
+    Images,
+    extract_features,
+    fid_from_features,
+    iter_images,
+    kid_from_features,
+    load_feature_extractor,
+)
+from muon_ad.eval.quality import psnr, ssim
+
+
+def load_images(folder: str | Path) -> list[Tensor]:
+    """Every image file in `folder`, sorted by name (so pairs line up), as (3,H,W) tensors in [-1,1]."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"image folder not found: {folder}")
+    files = sorted(f for f in folder.iterdir() if is_image_file(f))
+    if not files:
+        raise UserError(f"no image files in {folder}")
+    return [to_tensor(load_rgb(file)) for file in files]
+
+
+def _as_images(source: str | Path | Images) -> list[Tensor]:
+    # A list, because a set is read more than once (features, then SSIM pairs) and may be a generator.
+    return load_images(source) if isinstance(source, (str, Path)) else list(iter_images(source))
+
+
+def evaluate_images(
+    fake: str | Path | Images,
+    real: str | Path | Images,
+    feature: FeatureExtractor | nn.Module = "domain",
+    feature_path: str | Path | None = None,
+    pairs_with: str | Path | Images | None = None,
+    batch_size: int = 32,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict:
+    """FID and KID of `fake` against `real`; SSIM and PSNR of `fake[i]` against `pairs_with[i]` if given.
+
+    Sets are folders or tensors in [-1,1]. `feature` is "inception", "domain" (a trained extractor at
+    `feature_path`) or a module, which counts as domain features. Keys carry the extractor: "fid" and
+    "kid_*" for Inception only, "fid_domain" and "kid_domain_*" otherwise.
+    """
+    kind = feature if isinstance(feature, str) else "domain"
+    extractor = load_feature_extractor(feature, feature_path) if isinstance(feature, str) else feature
+    fake, real = _as_images(fake), _as_images(real)
+    fake_f = extract_features(fake, extractor, batch_size, device)
+    real_f = extract_features(real, extractor, batch_size, device)
+    suffix = "" if kind == "inception" else "_domain"
+    kid_mean, kid_std = kid_from_features(real_f, fake_f, kid_subsets, kid_subset_size, seed)
+    metrics: dict = {
+        "feature": kind,
+        "num_fake": len(fake_f),
+        "num_real": len(real_f),
+        f"fid{suffix}": fid_from_features(real_f, fake_f),
+        f"kid{suffix}_mean": kid_mean,
+        f"kid{suffix}_std": kid_std,
+    }
+    if pairs_with is not None:
+        refs = _as_images(pairs_with)
+        if len(refs) != len(fake):
+            raise UserError(f"SSIM needs aligned pairs: {len(fake)} images vs {len(refs)} references")
+        metrics["ssim"] = sum(ssim(a, b) for a, b in zip(fake, refs)) / len(refs)  # mean over pairs
+        metrics["psnr"] = sum(psnr(a, b) for a, b in zip(fake, refs)) / len(refs)
+    return metrics
+
+
+_NAMES = {
+    "feature": "feature extractor",
+    "num_fake": "generated images",
+    "num_real": "reference images",
+    "fid": FID_LABELS["inception"],
+    "fid_domain": FID_LABELS["domain"],
+    "kid_mean": "KID (mean)",
+    "kid_std": "KID (std)",
+    "kid_domain_mean": "KID-domain (mean)",
+    "kid_domain_std": "KID-domain (std)",
+    "ssim": "SSIM",
+    "psnr": "PSNR (dB)",
+}
+
+
+def to_markdown(metrics: dict) -> str:
+    """A two-column Markdown table of `metrics`, with report names (FID-domain, never bare FID, for domain)."""
+    rows = ["| metric | value |", "|---|---|"]
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        rows.append(f"| {_NAMES.get(key, key)} | {value} |")
+    return "\n".join(rows) + "\n"
