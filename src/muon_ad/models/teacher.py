@@ -32,7 +32,7 @@ _REQUIRED = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 class TinyTeacherConfig:
     """Architecture of the built-in teacher: SD-1.5's structure at a size 2 CPU cores train in minutes."""
 
-    image_size: int = 64
+    image_size: int = 48
     latent_channels: int = 4
     vae_channels: tuple[int, ...] = (16, 32, 64)  # 3 blocks: the latent is image_size / 4
     unet_channels: tuple[int, ...] = (32, 64)
@@ -67,7 +67,7 @@ class Teacher:
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Teacher":
         for module in (self.unet, self.vae, self.text_encoder):
-            module.to(device=device, dtype=dtype)
+            module.to(device) if dtype is None else module.to(device, dtype)
         return self
 
     def freeze(self) -> "Teacher":
@@ -138,6 +138,8 @@ def build_tiny_teacher(cfg: TinyTeacherConfig, vocabulary: list[str]) -> Teacher
             num_attention_heads=max(1, cfg.text_dim // 32),
             max_position_embeddings=cfg.max_prompt_tokens,
             pad_token_id=0,
+            bos_token_id=0,  # there are no CLIP start/end tokens in a word-level vocabulary
+            eos_token_id=0,
         )
     )
     vae_blocks = len(cfg.vae_channels)
