@@ -50,14 +50,24 @@ def sample_command(
     guidance: float = typer.Option(3.0, help="Classifier-free guidance scale."),
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("samples.png"), help="Output PNG (a labelled grid when there are several prompts)."),
+    style: Optional[Path] = typer.Option(None, help="Style image: AD-guided sampling (AD optimiser steps on the latent after each DDIM step)."),
+    optimizer: str = typer.Option("adam", help="AD optimiser with --style: adam or muon."),
+    ad_iters: int = typer.Option(3, help="AD optimiser steps after each DDIM step (with --style)."),
 ) -> None:
-    """Draw images from a teacher with DDIM and save them as one PNG."""
-    from muon_ad.data.images import save_image_atomic
+    """Draw images from a teacher with DDIM and save them as one PNG (with --style: AD-guided, plus its loss curve)."""
+    from muon_ad.data.images import load_rgb, save_image_atomic
     from muon_ad.models.teacher import load_teacher
     from muon_ad.visual import image_grid
 
+    style_image = load_rgb(style) if style is not None else None  # bad input fails before the teacher loads
     model = load_teacher(teacher)
-    images = model.sample(prompt, steps=steps, guidance_scale=guidance, seed=seed)
+    if style_image is None:
+        images = model.sample(prompt, steps=steps, guidance_scale=guidance, seed=seed)
+    else:
+        from muon_ad.synthesis import guided_sample, save_loss_curve
+
+        images, history = guided_sample(model, prompt, style_image, steps, guidance, seed, ad_iters, optimizer)
+        typer.echo("loss curve: " + ", ".join(map(str, save_loss_curve(history, out, "AD-guided sampling"))))
     picture = image_grid(images, prompt, scale=1) if len(prompt) > 1 else images[0]
     save_image_atomic(picture, out)
     typer.echo(f"wrote {out}")
@@ -78,6 +88,181 @@ def bench_command(
         run_benchmark(name, quick=quick, device=device, out=out)
     except BenchUnavailable as error:
         raise UserError(f"benchmark cannot run here: {error}") from None
+
+
+def _png(out: Path) -> Path:
+    """Synthesis outputs are PNG (lossless); checked before minutes of optimisation, not after."""
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {out}: use a .png file name")
+    return out
+
+
+def _save_synthesis(result, out: Path, title: str) -> None:
+    from muon_ad.data.images import save_image_atomic
+    from muon_ad.synthesis import save_loss_curve
+
+    save_image_atomic(result.image, out)
+    curve = save_loss_curve(result.history, out, title)
+    typer.echo(f"wrote {out} (final loss {result.history[-1]['loss']:.4f}; curve: {curve[0]}, {curve[1]})")
+
+
+@app.command("stylize")
+def stylize_command(
+    content: Path = typer.Option(..., "--content", "-c", help="Content image (resized: short side --size, aspect kept)."),
+    style: Path = typer.Option(..., "--style", "-s", help="Style image (resized to the output's short side)."),
+    optimizer: str = typer.Option("adam", help="adam (published AD) or muon."),
+    steps: int = typer.Option(200, help="DDIM timesteps, one optimiser step each (published: 200)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (default: the optimiser's, see muon_ad.synthesis.DEFAULT_LR)."),
+    content_weight: float = typer.Option(0.25, help="Weight of the content (query) loss (published: 0.25)."),
+    size: Optional[int] = typer.Option(None, help="Short side of the output in pixels (default: the teacher's image size)."),
+    tile: bool = typer.Option(False, "--tile", help="Seamless tiling (circular padding in the UNet and VAE decoder)."),
+    content_mask: Optional[Path] = typer.Option(None, help="Label image for the content: a colour draws only on the same colour of --style-mask."),
+    style_mask: Optional[Path] = typer.Option(None, help="Label image for the style (with --content-mask)."),
+    teacher: str = typer.Option(DEFAULT_TEACHER, help="Diffusers SD-layout folder (SD-1.5 or the built-in tiny teacher)."),
+    out: Path = typer.Option(Path("stylized.png"), help="Output PNG; the loss curve goes next to it (.loss.csv, .loss.png)."),
+) -> None:
+    """Style transfer by attention distillation: optimise the content latent toward the style's attention."""
+    from muon_ad.data.images import load_rgb
+    from muon_ad.models.teacher import load_teacher
+    from muon_ad.synthesis import stylize
+
+    if (content_mask is None) != (style_mask is None):
+        raise UserError("masks: give both --content-mask and --style-mask, or neither")
+    _png(out)
+    images = [load_rgb(path) for path in (content, style)]
+    masks = (load_rgb(content_mask), load_rgb(style_mask)) if content_mask is not None else None
+    model = load_teacher(teacher)
+    result = stylize(model, *images, steps=steps, optimizer=optimizer, lr=lr, content_weight=content_weight, size=size,
+                     tile=tile, masks=masks)
+    _save_synthesis(result, out, f"stylize ({optimizer})")
+
+
+@app.command("texture")
+def texture_command(
+    exemplar: Path = typer.Option(..., "--exemplar", "-e", help="Texture exemplar image."),
+    size: Optional[tuple[int, int]] = typer.Option(None, help="Output height and width in pixels (default: the teacher's image size)."),
+    optimizer: str = typer.Option("adam", help="adam (published AD) or muon."),
+    steps: int = typer.Option(300, help="DDIM timesteps, one optimiser step each (published: 300)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (default: the optimiser's, see muon_ad.synthesis.DEFAULT_LR)."),
+    tile: bool = typer.Option(False, "--tile", help="Seamless tiling (circular padding in the UNet and VAE decoder)."),
+    seed: int = typer.Option(0, help="Seed of the initial noise latent."),
+    teacher: str = typer.Option(DEFAULT_TEACHER, help="Diffusers SD-layout folder (SD-1.5 or the built-in tiny teacher)."),
+    out: Path = typer.Option(Path("texture.png"), help="Output PNG; the loss curve goes next to it (.loss.csv, .loss.png)."),
+) -> None:
+    """Texture synthesis by attention distillation: optimise a noise latent toward the exemplar's attention."""
+    from muon_ad.data.images import load_rgb
+    from muon_ad.models.teacher import load_teacher
+    from muon_ad.synthesis import texture
+
+    _png(out)
+    image = load_rgb(exemplar)
+    model = load_teacher(teacher)
+    result = texture(model, image, size=size, steps=steps, optimizer=optimizer, lr=lr, tile=tile, seed=seed)
+    _save_synthesis(result, out, f"texture ({optimizer})")
+
+
+@app.command("distill")
+def distill_command(
+    config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/stylize-cpu.yaml"),
+    overrides: Optional[list[str]] = Overrides,
+    baseline: bool = typer.Option(False, "--baseline", help="The paper's baseline: AdamW everywhere, no conflict "
+                                  "projection (optimizer.name=adamw distill.conflict_projection=false), in OUT_DIR-adamw."),
+) -> None:
+    """Distil the real-time stylisation student from the frozen teacher (resumes from its last checkpoint)."""
+    from muon_ad.config import load_config
+    from muon_ad.recipes.distill import StylizeConfig, as_baseline, distill
+
+    cfg = load_config(StylizeConfig, config, overrides or [])
+    if baseline:
+        cfg = as_baseline(cfg)
+    folder = distill(cfg)
+    typer.echo(f"student: {folder}\nsamples: {Path(cfg.train.out_dir) / 'samples.png'}")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    target: Path = typer.Argument(..., help="A student folder (stylises held-out built-in pairs) or a folder of images."),
+    real: Optional[Path] = typer.Option(None, help="Reference images for FID/KID (needed when TARGET is an image folder)."),
+    pairs: Optional[Path] = typer.Option(None, help="Aligned references for SSIM/PSNR, e.g. the content images (image folder)."),
+    feature: str = typer.Option("domain", help="FID features: domain (a CNN trained on the built-in textures) or inception."),
+    feature_path: Optional[Path] = typer.Option(None, help="Inception weights file, or a trained domain-feature folder."),
+    count: int = typer.Option(64, help="Built-in (content, style) pairs to stylise when TARGET is a student."),
+    size: int = typer.Option(64, help="Image size of the built-in pairs (the student's training size)."),
+    out: Path = typer.Option(Path("eval-results"), help="Folder for metrics.json, metrics.md (and the stylised images)."),
+) -> None:
+    """FID/KID (and SSIM/PSNR with pairs) of a student checkpoint or an image folder, as JSON and Markdown."""
+    import json
+
+    from muon_ad.checkpoint import write_text_atomic
+    from muon_ad.data.images import save_image_atomic
+    from muon_ad.eval import evaluate_images, to_markdown
+    from muon_ad.eval.domain_features import DomainFeatures
+    from muon_ad.eval.stylization import builtin_domain_features, builtin_pairs, evaluate_stylized, stylize_pairs
+    from muon_ad.models.student import load_student
+
+    is_student = (target / "config.json").is_file() and (target / "model.safetensors").is_file()
+    if not is_student and real is None:
+        raise UserError(f"{target} is an image folder: give --real (the reference images for FID)")
+    if feature == "domain" and feature_path is None:
+        feature_path = out / "fid-domain"  # trained once on the built-in textures, then reused
+        if not (feature_path / "config.json").is_file():
+            typer.echo(f"training the FID-domain feature network on built-in textures at {size} px -> {feature_path}")
+            builtin_domain_features(size).save(feature_path)
+        elif DomainFeatures.load(feature_path).size != size:
+            raise UserError(f"{feature_path} was trained at another size; pass --feature-path or another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if is_student:
+        contents, styles = builtin_pairs(count, size)
+        images = stylize_pairs(load_student(target), contents, styles)
+        for i, image in enumerate(images):
+            save_image_atomic(image, out / "images" / f"{i:05d}.png")
+        metrics = evaluate_stylized(images, contents, styles, feature, feature_path)
+    else:
+        metrics = evaluate_images(target, real, feature=feature, feature_path=feature_path, pairs_with=pairs)
+    metrics["target"] = str(target)
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_text_atomic(out / "metrics.md", to_markdown(metrics))
+    typer.echo(to_markdown(metrics) + f"wrote {out / 'metrics.json'} and {out / 'metrics.md'}")
+
+
+@app.command("stream")
+def stream_command(
+    source_spec: str = typer.Option("synthetic", "--input", "-i", help="synthetic, a folder of frames, or a video (.gif; .mp4 etc. with PyAV)."),
+    style: Path = typer.Option(..., "--style", "-s", help="Style image."),
+    student: Optional[str] = typer.Option(None, help="Student folder (torch) or exported .onnx file (ONNX Runtime); "
+                                          "default: the one `muon-ad distill` saves (runs/stylize-cpu/student)."),
+    size: Optional[int] = typer.Option(None, help="Resize frames: short side, centre crop (synthetic default: 256)."),
+    frames: int = typer.Option(96, help="Length of the synthetic clip."),
+    skip_threshold: float = typer.Option(0.0, help="Reuse the last output when a frame's mean abs change is below this (0: off)."),
+    out: Optional[Path] = typer.Option(None, help="Folder of PNG frames, or a video file (.gif; .mp4 needs PyAV)."),
+    fps: float = typer.Option(24.0, help="Frame rate of the written video."),
+    device: str = typer.Option("cpu", help="cpu or cuda (torch student only)."),
+) -> None:
+    """Stylise a stream of frames live with the student; shows FPS, optionally skips unchanged frames."""
+    from contextlib import nullcontext
+
+    from muon_ad.data.images import load_rgb, to_tensor
+    from muon_ad.runtime import FrameWriter, Stylizer, default_student, load_model, open_source, run_stream
+
+    source = open_source(source_spec, size, frames)
+    stylizer = Stylizer(load_model(student or default_student(), device), to_tensor(load_rgb(style)), skip_threshold, device)
+    with FrameWriter(out, fps) if out is not None else nullcontext() as writer:
+        stats = run_stream(source, stylizer, sink=writer.write if writer is not None else None)
+    typer.echo(f"{stats.frames} frames ({stats.stylised} stylised, {stats.skipped} skipped): {stats.fps:.1f} FPS end to end, "
+               f"{stats.model_fps:.1f} FPS per forward pass" + (f"; wrote {out}" if out is not None else ""))
+
+
+@app.command("demo")
+def demo_command(
+    quick: bool = typer.Option(False, "--quick", help="Tiny sizes and steps throughout (about 2 minutes): checks the pipeline, not the method."),
+    out: Path = typer.Option(Path("demo-report"), help="Report folder: index.html, report.md, pictures, each stage's outputs."),
+) -> None:
+    """The whole method on built-in data: teacher, AD (Adam vs Muon), distillation (Muon-AD vs AdamW),
+    evaluation, real-time and memory benchmarks, a stylised stream; writes an HTML + Markdown report."""
+    from muon_ad.recipes.demo import run_demo
+
+    index = run_demo(out, quick=quick)
+    typer.echo(f"report: {index} (and {index.parent / 'report.md'})")
 
 
 def main() -> None:

@@ -16,6 +16,10 @@ from muon_ad.errors import UserError
 # NAME → module exposing `run(quick, device) -> BenchOutput`. Only benchmarks that exist are listed.
 BENCHMARKS: dict[str, str] = {
     "muon-step": "muon_ad.bench.muon_step",
+    "ad-convergence": "muon_ad.bench.ad_convergence",
+    "realtime": "muon_ad.bench.realtime",
+    "memory": "muon_ad.bench.memory",
+    "distill-convergence": "muon_ad.bench.distill_convergence",
 }
 
 

@@ -163,11 +163,18 @@ def save_image_atomic(image: torch.Tensor | np.ndarray | Image.Image, path: str 
     try:
         with os.fdopen(fd, "wb") as f:
             img.save(f, format=fmt)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; an image is an ordinary, shareable file
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class SkipSummary:

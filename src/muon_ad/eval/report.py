@@ -7,7 +7,7 @@ so the two can never disagree. Plots are drawn with matplotlib's Agg backend: no
 
 The claims table is the report's centre: each of the paper's claims beside what this run measured,
 how it was measured (the command) and a verdict, where "not built yet" marks a capability the project
-does not have yet, never a guessed number.
+does not have yet and "not run here" one this run did not measure, never a guessed number.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from PIL import Image
 from muon_ad.checkpoint import write_text_atomic
 from muon_ad.data.images import save_image_atomic
 
-VERDICTS = ("met", "not met", "not built yet")
+VERDICTS = ("met", "not met", "not built yet", "not run here")  # the last: built, but this run did not measure it
 
 
 @dataclass
@@ -71,12 +71,13 @@ def _pyplot():
 
 
 def convergence_figure(curves: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str, title: str):
-    """Loss curves, one line per run, on a log y axis when every value is positive (losses span decades)."""
+    """Loss curves, one line per run; the y axis is logarithmic when the values span more than a decade."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
     for name, (x, y) in curves.items():
         ax.plot(list(x), list(y), label=name, linewidth=1.5)
-    if all(v > 0 for _, y in curves.values() for v in y):
+    values = [v for _, y in curves.values() for v in y]
+    if values and min(values) > 0 and max(values) / min(values) > 10:  # log only when it spans decades
         ax.set_yscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
@@ -88,19 +89,29 @@ def convergence_figure(curves: dict[str, tuple[Sequence[float], Sequence[float]]
 def pareto_figure(points: Sequence[ParetoPoint], quality_label: str, title: str):
     """Quality vs latency (log x), each point labelled, with the Pareto front drawn as a step line."""
     plt = _pyplot()
+    from matplotlib.ticker import NullFormatter
+
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    for p in points:
-        ax.scatter(p.latency_ms, p.quality, s=40, zorder=3)
-        ax.annotate(p.name, (p.latency_ms, p.quality), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    markers = "osD^v<>p*h"
+    for i, p in enumerate(points):  # named in the legend: labels next to points collide when models tie
+        ax.scatter(p.latency_ms, p.quality, s=50, marker=markers[i % len(markers)], zorder=3, label=p.name)
     front = pareto_front(points)
     ax.step([p.latency_ms for p in front], [p.quality for p in front], where="post", color="gray", linestyle="--",
             label="Pareto front", zorder=2)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels pile up over short ranges
     ax.set(xlabel="latency per image (ms, log scale)", ylabel=f"{quality_label} (lower is better)", title=title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Save a matplotlib figure as PNG and close it (open figures are never freed otherwise)."""
+    fig.savefig(path)
+    _pyplot().close(fig)
+    return Path(path)
 
 
 _CSS = """
@@ -109,10 +120,11 @@ table { border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.35em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
 code { background: #f3f3f3; padding: 0 0.2em; font-size: 0.9em; }
-figure { margin: 1em 0; } figcaption { color: #555; font-size: 0.9em; }
+figure { display: inline-block; vertical-align: top; margin: 0.5em 1.5em 0.5em 0; }  /* side by side when they fit */
+figcaption { color: #555; font-size: 0.9em; max-width: 600px; }
 img { max-width: 100%; image-rendering: pixelated; border: 1px solid #ddd; }
 .verdict-met { background: #d9f2d9; } .verdict-not-met { background: #f8d7d7; }
-.verdict-not-built-yet { background: #eee; color: #666; }
+.verdict-not-built-yet, .verdict-not-run-here { background: #eee; color: #666; }
 """
 
 
@@ -134,9 +146,9 @@ class Report:
     def table(self, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
         self.blocks.append(("table", ([str(h) for h in header], [[_cell(v) for v in row] for row in rows])))
 
-    def claims(self, claims: Sequence[Claim]) -> None:
-        """The claims table: paper's claim | measured here | how | verdict, the verdict cell coloured."""
-        self.blocks.append(("claims", list(claims)))
+    def claims(self, claims: Sequence[Claim], first_column: str = "paper's claim") -> None:
+        """The claims table: claim | measured here | how | verdict, the verdict cell coloured."""
+        self.blocks.append(("claims", (first_column, list(claims))))
 
     def image(self, image: str | Path | Image.Image, name: str, caption: str) -> None:
         """An image file (copied) or PIL image (saved) as `name` (a .png file name) next to the page."""
@@ -145,13 +157,15 @@ class Report:
             save_image_atomic(image, target)
         elif Path(image).resolve() != target.resolve():
             shutil.copyfile(image, target)
-        self.blocks.append(("image", (name, caption)))
+        with Image.open(target) as img:
+            width = img.width
+        # Small pictures (32-64 px models) are shown enlarged, pixelated, so they can be seen at all.
+        self.blocks.append(("image", (name, caption, width * max(1, min(4, 320 // width)))))
 
     def figure(self, fig, name: str, caption: str) -> None:
         """A matplotlib figure, saved as `name` (a .png file name) and closed."""
-        fig.savefig(self.folder / name)
-        _pyplot().close(fig)
-        self.blocks.append(("image", (name, caption)))
+        save_figure(fig, self.folder / name)
+        self.blocks.append(("image", (name, caption, None)))
 
     def write(self) -> Path:
         """Write index.html and report.md; returns the path of index.html."""
@@ -169,10 +183,11 @@ class Report:
             elif kind == "table":
                 parts.append(_md_table(*payload))
             elif kind == "claims":
-                parts.append(_md_table(["paper's claim", "measured in this run", "how", "verdict"],
-                                       [[c.claim, c.measured, f"`{c.how}`", c.verdict] for c in payload]))
+                first, rows = payload
+                parts.append(_md_table([first, "measured in this run", "how", "verdict"],
+                                       [[c.claim, c.measured, f"`{c.how}`", c.verdict] for c in rows]))
             elif kind == "image":
-                name, caption = payload
+                name, caption, _ = payload
                 parts.append(f"![{caption}]({name})\n\n*{caption}*\n")
         return "\n".join(parts)
 
@@ -188,12 +203,14 @@ class Report:
                 header, rows = payload
                 parts.append(_html_table(header, [[_inline(v) for v in row] for row in rows]))
             elif kind == "claims":
+                first, claims = payload
                 rows = [[_inline(c.claim), _inline(c.measured), f"<code>{html.escape(c.how)}</code>",
-                         (c.verdict, html.escape(c.verdict))] for c in payload]
-                parts.append(_html_table(["paper's claim", "measured in this run", "how", "verdict"], rows))
+                         (c.verdict, html.escape(c.verdict))] for c in claims]
+                parts.append(_html_table([first, "measured in this run", "how", "verdict"], rows))
             elif kind == "image":
-                name, caption = payload
-                parts.append(f"<figure><img src='{html.escape(name)}' alt='{html.escape(caption)}'>"
+                name, caption, width = payload
+                size = f" width='{width}'" if width else ""
+                parts.append(f"<figure><img src='{html.escape(name)}'{size} alt='{html.escape(caption)}'>"
                              f"<figcaption>{_inline(caption)}</figcaption></figure>")
         parts.append("</body></html>\n")
         return "\n".join(parts)

@@ -1,0 +1,129 @@
+"""`muon-ad bench memory`: peak memory of the teacher's path vs the student's, at one resolution.
+
+Each workload runs in a fresh Python process (`peak_memory_mb`), so one workload's peak cannot hide
+another's and nothing this process did before counts. On CPU the figure is the whole process's peak
+RSS: interpreter, libraries, weights, activations, i.e. what a deployment must provision. A process that
+only imports torch is measured too (`process_baseline_mb`), so the share of each figure that is the
+runtime itself is visible. On CUDA it is the peak of tensor memory allocated on the GPU.
+
+Workloads (module-level functions, so they pickle into the child process; they import the
+model libraries themselves, so this module stays light for the empty-process baseline):
+- teacher: optimisation-based AD style transfer, the path the student replaces (a few steps: every step
+  is the same computation, so the peak is reached in the first);
+- teacher sampling: DDIM text-to-image generation (what the paper's 7 GB figure is about);
+- student: stylising frames at the resolution, style encoded once, as `muon-ad stream` does.
+The quantised student is not measured: quantisation is not built yet, so `quant_peak_mb` is absent.
+"""
+
+from __future__ import annotations
+
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from muon_ad import DEFAULT_TEACHER
+from muon_ad.bench.common import BenchOutput, BenchUnavailable
+from muon_ad.data.procedural import make_scene, make_texture
+from muon_ad.eval.profile import peak_memory_mb
+
+SEED = 12345  # not the teacher's data seed: the images are new to every model
+
+
+def require_teacher(teacher: str | Path) -> None:
+    if not (Path(teacher) / "unet").is_dir():
+        raise BenchUnavailable(f"no teacher at {teacher}: run muon-ad train-teacher configs/teacher-tiny.yaml")
+
+
+def sample_pair(resolution: int) -> tuple[Image.Image, Image.Image]:
+    """A procedural (content, style) pair at `resolution`, the same for every benchmark run."""
+    rng = np.random.default_rng(SEED)
+    content, _ = make_scene(resolution, rng, "landscape")
+    return Image.fromarray(content), Image.fromarray(make_texture("stripes", "blue_orange", resolution, rng))
+
+
+def build_student(student: str | Path | None):
+    """A saved student, or (None) a freshly initialised one of the default architecture: speed and memory
+    depend on the architecture, not on the weights."""
+    from muon_ad.models.student import Student, StudentConfig, load_student
+
+    if student is not None:
+        return load_student(student)
+    torch.manual_seed(SEED)
+    return Student(StudentConfig()).eval()
+
+
+def student_workload(student: str | Path | None, resolution: int, frames: int, device: str) -> None:
+    from muon_ad.data.images import to_tensor
+    from muon_ad.runtime.stylizer import Stylizer
+
+    content, style = sample_pair(resolution)
+    stylizer = Stylizer(build_student(student).to(device), to_tensor(style), device=device)
+    for _ in range(frames):
+        stylizer(to_tensor(content))
+
+
+def teacher_ad_workload(teacher: str | Path, resolution: int, steps: int, device: str) -> None:
+    from muon_ad.models.teacher import load_teacher
+    from muon_ad.synthesis import stylize
+
+    content, style = sample_pair(resolution)
+    stylize(load_teacher(teacher, device=device), content, style, steps=steps, size=resolution, progress=False)
+
+
+def teacher_sampling_workload(teacher: str | Path, resolution: int, steps: int, device: str) -> None:
+    from muon_ad.models.teacher import load_teacher
+
+    model = load_teacher(teacher, device=device)
+    pipe = model.pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    pipe(["blue and orange stripes"], num_inference_steps=steps, height=resolution, width=resolution,
+         generator=torch.Generator(device).manual_seed(SEED), output_type="pt")
+
+
+def _nothing() -> None:
+    """The empty workload: a fresh process with torch imported (the model libraries are imported by the
+    workloads that use them, so this is the floor every figure stands on)."""
+
+
+def measure(teacher: str | Path, student: str | Path | None, resolution: int, device: str) -> BenchOutput:
+    require_teacher(teacher)
+    cuda = device.startswith("cuda")
+    workloads = {
+        "teacher_peak_mb": functools.partial(teacher_ad_workload, teacher, resolution, 2, device),
+        "teacher_sampling_peak_mb": functools.partial(teacher_sampling_workload, teacher, resolution, 2, device),
+        "student_peak_mb": functools.partial(student_workload, student, resolution, 3, device),
+    }
+    if not cuda:
+        workloads["process_baseline_mb"] = _nothing
+    # CPU peaks are per child process, so the children can run side by side (most of their time is
+    # importing torch); CUDA peaks are read in this process, one workload at a time.
+    with ThreadPoolExecutor(max_workers=1 if cuda else len(workloads)) as pool:
+        futures = {key: pool.submit(peak_memory_mb, fn, device) for key, fn in workloads.items()}
+        metrics: dict[str, float] = {key: future.result() for key, future in futures.items()}
+    metrics["resolution"] = resolution
+    metrics["teacher_to_student_ratio"] = metrics["teacher_peak_mb"] / metrics["student_peak_mb"]
+    what = "peak tensor memory on the GPU" if device.startswith("cuda") else "peak RSS of a fresh process per workload"
+    config = {"teacher": str(teacher), "student": str(student) if student else "fresh default StudentConfig()",
+              "resolution": resolution, "device": device, "measured": what, "seed": SEED,
+              "workloads": {"teacher": "AD style transfer (synthesis.stylize), 2 steps",
+                            "teacher_sampling": "DDIM sampling, 2 steps, batch 1", "student": "3 frames via Stylizer"},
+              "quant_peak_mb": "not measured: no quantised student exists (quantisation is not built yet)"}
+    baseline = (f"teacher ({what}) doing optimisation-based AD style transfer and DDIM sampling at the same "
+                f"{resolution} px; quantised student: not built yet, so quant_peak_mb is absent")
+    return BenchOutput(config=config, metrics=metrics, baseline=baseline)
+
+
+def trained_student() -> Path | None:
+    """The student `muon-ad distill` saved, if there is one (its architecture is what deployment runs)."""
+    from muon_ad.runtime.stylizer import default_student
+
+    folder = default_student()
+    return folder if (folder / "config.json").is_file() else None
+
+
+def run(quick: bool, device: str) -> BenchOutput:
+    return measure(DEFAULT_TEACHER, trained_student(), 128 if quick else 256, device)

@@ -1,0 +1,111 @@
+"""`muon-ad bench realtime`: the student's stylisation throughput vs the teacher's path to the same image.
+
+Student: frames per second of the streaming path (`runtime.Stylizer`: batch 1, style encoded once, no
+change skipping) at `resolution`, the median over repeats after warm-up, with every thread torch has.
+
+Teacher: seconds per image of optimisation-based AD style transfer at the same resolution, the
+published recipe (200 DDIM timesteps, one Adam step each). Running all 200 steps at 256 px would take
+the better part of an hour on 2 CPU cores, so the figure is composed from measured parts: the median
+time of one AD step (the real `optimize_latent` loop, timed step by step) times 200, plus the measured
+one-off costs (encoding content and style, decoding the result). Every step is the same computation
+(three UNet passes; only the timestep value differs), so the composition is linear by construction;
+the step times are in the JSON. speedup = teacher seconds per image × student FPS.
+
+Generation: seconds per image of DDIM text-to-image sampling (30 steps, classifier-free guidance) at
+the teacher's own resolution: the paper's "s/image" figure.
+
+Peak memory of the student's stream workload: `bench.memory` (fresh process; RSS on CPU, GPU tensors on CUDA).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import torch
+
+from muon_ad import DEFAULT_TEACHER
+from muon_ad.bench.common import BenchOutput, median, time_ms
+from muon_ad.bench.memory import build_student, require_teacher, sample_pair, student_workload, trained_student
+from muon_ad.data.images import to_tensor
+from muon_ad.eval.profile import measure_latency, peak_memory_mb
+from muon_ad.models.teacher import Teacher, load_teacher
+from muon_ad.runtime.stylizer import Stylizer
+from muon_ad.synthesis import ADObjective, ddim_timesteps, optimize_latent
+from muon_ad.synthesis.transfer import CONTENT_WEIGHT, STYLIZE_STEPS, image_batch
+
+SAMPLING_STEPS = 30
+
+
+def student_fps(student: str | Path | None, resolution: int, repeats: int, device: str) -> dict:
+    content, style = (to_tensor(image) for image in sample_pair(resolution))
+    stylizer = Stylizer(build_student(student).to(device), style, device=device)
+    return measure_latency(lambda: stylizer(content), repeats=repeats, warmup=2, device=device)
+
+
+def teacher_ad_seconds(teacher: Teacher, resolution: int, timed_steps: int, device: str) -> dict:
+    """Seconds per image of AD style transfer (STYLIZE_STEPS steps), from timed steps and one-off costs."""
+    content, style = sample_pair(resolution)
+    with torch.no_grad():
+        encode_ms = time_ms(lambda: teacher.encode_images(image_batch(content, (resolution, resolution))), 3, 1, device)
+        content_latent = teacher.encode_images(image_batch(content, (resolution, resolution)))
+        style_latent = teacher.encode_images(image_batch(style, (resolution, resolution)))
+        decode_ms = time_ms(lambda: teacher.decode_latents(content_latent), 3, 1, device)
+    objective = ADObjective(teacher, style_latent, content_latent, CONTENT_WEIGHT)
+    # The first `timed_steps` + 1 timesteps of the real schedule; step 0 is warm-up.
+    timesteps = ddim_timesteps(teacher, STYLIZE_STEPS)[: timed_steps + 1]
+    stamps = [time.perf_counter()]
+
+    def stamp(step: int, latent: torch.Tensor) -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        stamps.append(time.perf_counter())
+
+    optimize_latent(objective, content_latent, timesteps, "adam", progress=False, on_step=stamp)
+    step_ms = [(b - a) * 1000.0 for a, b in zip(stamps[1:], stamps[2:])]
+    once_ms = 2 * median(encode_ms) + median(decode_ms)  # content and style encoded, result decoded
+    return {"seconds": (STYLIZE_STEPS * median(step_ms) + once_ms) / 1000.0, "step_ms": step_ms,
+            "encode_ms": encode_ms, "decode_ms": decode_ms}
+
+
+def generation_seconds(teacher: Teacher, repeats: int, warmup: int, device: str) -> dict:
+    timing = measure_latency(lambda: teacher.sample(["blue and orange stripes"], steps=SAMPLING_STEPS, seed=0),
+                             repeats=repeats, warmup=warmup, device=device)
+    return {"seconds": timing["median_ms"] / 1000.0, "repeats_ms": timing["repeats_ms"]}
+
+
+def measure(
+    teacher_path: str | Path, student: str | Path | None, resolution: int, quick: bool, device: str, peak: bool = True,
+) -> BenchOutput:
+    """The benchmark at `resolution`; `peak=False` skips the student's peak memory (when `bench.memory` runs too)."""
+    require_teacher(teacher_path)
+    teacher = load_teacher(teacher_path, device=device)
+    # Quick: fewer repeats, and the warm-up of the AD loop (its first step) is the only one it gets.
+    fps = student_fps(student, resolution, repeats=5 if quick else 30, device=device)
+    ad = teacher_ad_seconds(teacher, resolution, timed_steps=1 if quick else 5, device=device)
+    generation = generation_seconds(teacher, repeats=1 if quick else 3, warmup=0 if quick else 1, device=device)
+    metrics = {
+        "student_fps": fps["fps"],
+        "student_ms": fps["median_ms"],
+        "teacher_seconds_per_image": ad["seconds"],
+        "speedup": ad["seconds"] * fps["fps"],
+        "generation_seconds_per_image": generation["seconds"],
+        "resolution": resolution,
+    }
+    if peak:
+        workload = functools.partial(student_workload, student, resolution, 3, device)
+        metrics["peak_gpu_mb" if device.startswith("cuda") else "peak_rss_mb"] = peak_memory_mb(workload, device=device)
+    config = {"teacher": str(teacher_path), "student": str(student) if student else "fresh default StudentConfig()",
+              "resolution": resolution, "ad_steps": STYLIZE_STEPS, "ad_optimizer": "adam", "timed_ad_steps": len(ad["step_ms"]),
+              "generation_steps": SAMPLING_STEPS, "generation_resolution": teacher.image_size,
+              "threads": torch.get_num_threads(), "batch": 1}
+    repeats = {"student_ms": fps["repeats_ms"], "teacher_ad_step_ms": ad["step_ms"], "teacher_encode_ms": ad["encode_ms"],
+               "teacher_decode_ms": ad["decode_ms"], "generation_ms": generation["repeats_ms"]}
+    baseline = (f"optimisation-based AD style transfer with the same teacher at {resolution} px "
+                f"({STYLIZE_STEPS} Adam steps: median timed step x {STYLIZE_STEPS} + encode/decode)")
+    return BenchOutput(config=config, metrics=metrics, baseline=baseline, repeats=repeats)
+
+
+def run(quick: bool, device: str) -> BenchOutput:
+    return measure(DEFAULT_TEACHER, trained_student(), 128 if quick else 256, quick, device)

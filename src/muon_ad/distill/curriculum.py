@@ -1,0 +1,138 @@
+"""The three-phase curriculum that drives student distillation, step by step.
+
+1. style alignment: style weight 0.8 / content 0.2, lr 1e-3, light pruning (keep 0.95 → 0.7);
+2. content refinement: lr 5e-4, the content weight λ adapted toward an SSIM target (0.85) between the
+   student's images and their content images, keep ≥ 0.6;
+3. joint optimisation: lr 1e-4, the style encoder frozen, keep 0.4, quantisation-aware training.
+
+`Curriculum.plan(step)` says what a step does (phase, lr, batch size, loss weights, frozen parts) and
+carries the hooks for later compression work: `keep_rate` (the fraction of heads/channels a pruner
+should keep at this step, linear over each phase) and `qat` (fake-quantise from here on). The trainer
+applies the plan; pruning and quantisation plug in as step hooks that read it.
+
+λ adaptation is a multiplicative controller, λ ← λ·exp(gain·(target − SSIM)), fed with each training
+batch's SSIM: below the target the content weight grows, above it the weight shrinks, so the
+student trades style for structure until the SSIM settles near the target.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from muon_ad.errors import UserError
+
+
+@dataclass
+class PhaseConfig:
+    steps: int = 500
+    batch_size: int = 32
+    lr: float = 1e-3  # of every parameter group (Muon's lr is matched to AdamW's: adjust_lr match_rms_adamw)
+    style_weight: float = 0.8  # weight of L_distill
+    content_weight: float | None = 0.2  # λ, the weight of L_content; None carries over the previous phase's λ
+    adapt_content_weight: bool = False  # steer λ toward the SSIM target during this phase
+    keep_rate: tuple[float, float] = (1.0, 1.0)  # pruning keep rate at the phase's start and end
+    freeze_style_encoder: bool = False
+    qat: bool = False  # quantisation-aware training during this phase
+
+
+def _style_alignment() -> PhaseConfig:
+    return PhaseConfig(steps=150, batch_size=8, lr=1e-3, style_weight=0.8, content_weight=0.2, keep_rate=(0.95, 0.7))
+
+
+def _content_refinement() -> PhaseConfig:
+    return PhaseConfig(steps=300, batch_size=8, lr=5e-4, style_weight=0.8, content_weight=None,
+                       adapt_content_weight=True, keep_rate=(0.7, 0.6))
+
+
+def _joint_optimisation() -> PhaseConfig:
+    return PhaseConfig(steps=450, batch_size=4, lr=1e-4, style_weight=0.8, content_weight=None,
+                       keep_rate=(0.4, 0.4), freeze_style_encoder=True, qat=True)
+
+
+@dataclass
+class CurriculumConfig:
+    """Defaults: the CPU preset, the authors' configs (500 / 1000 / 1500 iterations, batch 32 / 32 / 16,
+    configs/stylize-gpu.yaml) scaled down to 150 / 300 / 450 at batch 8 / 8 / 4."""
+
+    style_alignment: PhaseConfig = field(default_factory=_style_alignment)
+    content_refinement: PhaseConfig = field(default_factory=_content_refinement)
+    joint_optimisation: PhaseConfig = field(default_factory=_joint_optimisation)
+    warmup_steps: int = 20  # linear lr warm-up at the start of the run
+    ssim_target: float = 0.85
+    adapt_gain: float = 0.5  # λ ← λ·exp(gain·(target − SSIM)) after each adapting step
+    content_weight_range: tuple[float, float] = (0.01, 10.0)  # λ is kept inside this range
+
+    def __post_init__(self) -> None:
+        if self.style_alignment.content_weight is None:
+            raise UserError("curriculum.style_alignment.content_weight must be set (there is no earlier phase)")
+        for name, phase in self.phases():
+            if phase.steps < 0 or phase.batch_size < 1:
+                raise UserError(f"curriculum.{name}: steps must be >= 0 and batch_size >= 1")
+
+    def phases(self) -> list[tuple[str, PhaseConfig]]:
+        return [("style_alignment", self.style_alignment), ("content_refinement", self.content_refinement),
+                ("joint_optimisation", self.joint_optimisation)]
+
+    @property
+    def total_steps(self) -> int:
+        return sum(phase.steps for _, phase in self.phases())
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What one training step does."""
+
+    step: int
+    phase: int  # 1, 2 or 3
+    name: str
+    lr: float
+    batch_size: int
+    style_weight: float
+    content_weight: float
+    keep_rate: float
+    freeze_style_encoder: bool
+    qat: bool
+    phase_started: bool  # the first step of a phase: the trainer logs the change
+
+
+class Curriculum:
+    """Turns a step number into a `StepPlan`, and adapts λ from observed SSIM. Resumable (state_dict)."""
+
+    def __init__(self, cfg: CurriculumConfig):
+        self.cfg = cfg
+        self.content_weight = cfg.style_alignment.content_weight
+        self.phase = 0  # the phase the last plan was in (0: none yet)
+
+    def plan(self, step: int) -> StepPlan:
+        """The plan of `step` (0-based). Past the last phase, the last phase continues."""
+        start = 0
+        for index, (name, phase) in enumerate(self.cfg.phases(), start=1):
+            if step < start + phase.steps or index == 3:
+                break
+            start += phase.steps
+        started = index != self.phase
+        if started and index > self.phase and phase.content_weight is not None:
+            self.content_weight = phase.content_weight  # entering a phase (not resuming into it)
+        self.phase = index
+        progress = min(1.0, (step - start) / max(1, phase.steps - 1))
+        keep = phase.keep_rate[0] + (phase.keep_rate[1] - phase.keep_rate[0]) * progress
+        warmup = min(1.0, (step + 1) / self.cfg.warmup_steps) if self.cfg.warmup_steps > 0 else 1.0
+        return StepPlan(step=step, phase=index, name=name, lr=phase.lr * warmup, batch_size=phase.batch_size,
+                        style_weight=phase.style_weight, content_weight=self.content_weight, keep_rate=keep,
+                        freeze_style_encoder=phase.freeze_style_encoder, qat=phase.qat, phase_started=started)
+
+    def observe(self, plan: StepPlan, ssim: float) -> None:
+        """Adapt λ toward the SSIM target after a step of an adapting phase."""
+        if not dict(self.cfg.phases())[plan.name].adapt_content_weight:
+            return
+        low, high = self.cfg.content_weight_range
+        change = math.exp(self.cfg.adapt_gain * (self.cfg.ssim_target - ssim))
+        self.content_weight = min(high, max(low, self.content_weight * change))
+
+    def state_dict(self) -> dict:
+        return {"content_weight": self.content_weight, "phase": self.phase}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.content_weight = float(state["content_weight"])
+        self.phase = int(state["phase"])  # so resuming inside a phase does not re-enter it (and reset λ)

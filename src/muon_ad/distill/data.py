@@ -1,0 +1,82 @@
+"""Content and style images for distillation, held in memory at the teacher's resolution.
+
+Content: the built-in scenes, COCO-Stuff, or any image folder. Styles: the built-in textures, WikiArt,
+a DTD-style texture folder, or any image folder. Each source becomes an `ImageBank` (uint8, so a step
+costs a gather, not a decode) of at most `count` images (a seeded random subset of a larger folder);
+its last `val_pairs` images are held out as the fixed validation set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from muon_ad.data import COCOStuff, ImageFolder, ProceduralScenes, ProceduralTextures, StyleFolder, TextureFolder
+from muon_ad.errors import UserError
+from muon_ad.recipes.train_teacher import ImageBank
+
+CONTENT_SOURCES = ("scenes", "coco-stuff", "folder")
+STYLE_SOURCES = ("textures", "wikiart", "dtd", "folder")
+
+
+@dataclass
+class DistillDataConfig:
+    content: str = "scenes"  # scenes | coco-stuff | folder
+    content_path: str | None = None  # the dataset root, for all but the built-in sets
+    content_count: int = 1024  # images kept in memory, validation pairs included
+    style: str = "textures"  # textures | wikiart | dtd | folder
+    style_path: str | None = None
+    style_count: int = 1024
+    val_pairs: int = 32  # the last val_pairs images of each bank: the fixed validation set
+    seed: int = 0
+
+
+@dataclass
+class LabelledBank(ImageBank):
+    labels: torch.Tensor  # (N,) int, -1 where the source has no classes
+
+    def split(self, n_val: int) -> tuple[LabelledBank, LabelledBank]:
+        """(training images, the last n_val images)."""
+        cut = len(self.images) - n_val
+        return (LabelledBank(self.images[:cut], self.captions[:cut], self.labels[:cut]),
+                LabelledBank(self.images[cut:], self.captions[cut:], self.labels[cut:]))
+
+
+def open_source(kind: str, path: str | None, count: int, size: int, seed: int, role: str) -> Dataset:
+    sources = CONTENT_SOURCES if role == "content" else STYLE_SOURCES
+    if kind not in sources:
+        raise UserError(f"data.{role}={kind!r}: choose from {', '.join(sources)}")
+    if kind == "scenes":
+        return ProceduralScenes(count, size, seed)
+    if kind == "textures":
+        return ProceduralTextures(count, size, seed)
+    if path is None:
+        raise UserError(f"data.{role}={kind} needs data.{role}_path (the dataset's folder)")
+    folders = {"coco-stuff": COCOStuff, "wikiart": StyleFolder, "dtd": TextureFolder, "folder": ImageFolder}
+    return folders[kind](path, size=size)
+
+
+def load_bank(dataset: Dataset, count: int, seed: int, desc: str) -> LabelledBank:
+    """At most `count` items of `dataset` (a seeded random subset when it has more) as a bank."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(dataset), generator=generator)[:count] if len(dataset) > count else range(len(dataset))
+    items = [dataset[int(i)] for i in tqdm(order, desc=desc, leave=False)]
+    images = torch.stack([((it["image"] + 1) * 127.5).round().to(torch.uint8) for it in items])
+    return LabelledBank(images, [it["caption"] for it in items], torch.tensor([it["label"] for it in items]))
+
+
+def build_banks(cfg: DistillDataConfig, size: int) -> tuple[LabelledBank, LabelledBank]:
+    """(content bank, style bank) of `size` px images."""
+    banks = []
+    for role, kind, path, count, seed in (("content", cfg.content, cfg.content_path, cfg.content_count, cfg.seed),
+                                          ("style", cfg.style, cfg.style_path, cfg.style_count, cfg.seed + 1)):
+        if count <= cfg.val_pairs:
+            raise UserError(f"data.{role}_count={count} must exceed data.val_pairs={cfg.val_pairs}")
+        bank = load_bank(open_source(kind, path, count, size, seed, role), count, seed, f"loading {role}")
+        if len(bank.images) <= cfg.val_pairs:
+            raise UserError(f"data.{role}: {len(bank.images)} images, but data.val_pairs={cfg.val_pairs} are held out")
+        banks.append(bank)
+    return banks[0], banks[1]

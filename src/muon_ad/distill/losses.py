@@ -1,0 +1,119 @@
+"""The student's losses, measured through the frozen teacher: L_AD, L_content and the attention KL.
+
+For a batch of (content, style) pairs the student makes images; then, at a random timestep t per pair:
+1. the student's image is encoded by the teacher's VAE (differentiably), noised to t with noise ε and
+   run through the teacher UNet while `AttentionCapture` records its self-attention;
+2. the references, without a graph: the content latent noised with the *same* ε (so an image identical
+   to its content has exactly the content's queries, and L_content is 0), and the style latent noised
+   with its own noise (shared noise would line up queries with same-position keys, and AD would copy
+   the style's layout instead of its textures);
+3. L_AD = Σ L1(Attn(Q, K, V), SDPA(Q, K_style, V_style)) and L_content = Σ L1(Q, Q_content) over the
+   AD layers; L_KL = mean over mapped layer pairs of KL(teacher map ‖ student map), where the student's
+   maps are its own (head-averaged) self-attention on the content and the teacher's are its
+   self-attention on the student's image, resized to the student's token grid.
+The UNet is conditioned on the empty prompt: style and content come from images, not text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from muon_ad.attention import (
+    AttentionCapture,
+    ad_loss,
+    attention_kl,
+    attention_probs,
+    content_loss,
+    resolve_layers,
+    self_attention_layer_names,
+)
+from muon_ad.errors import UserError
+from muon_ad.models.student import Student
+from muon_ad.models.teacher import Teacher, noise_scheduler
+
+
+@dataclass
+class DistillLossConfig:
+    ad_layers: str = "last6"  # teacher self-attention layers of L_AD and L_content (see resolve_layers)
+    kl_weight: float = 1.0  # L_distill = L_AD + kl_weight * L_KL
+    kl_temperature: float = 1.0
+    kl_teacher_layers: list[int] | None = None  # teacher self-attention index per student one; None: by depth
+    t_min: int = 100  # the student's image is measured at a timestep drawn from [t_min, t_max)
+    t_max: int = 600
+    conflict_projection: bool = True  # PCGrad-style projection between L_distill and L_content gradients
+    conflict_threshold: float = -0.5
+    conflict_rate: float = 0.7
+
+
+def layers_by_depth(n_student: int, n_teacher: int) -> list[int]:
+    """Pair the i-th of n_student layers with the teacher layer at the same relative depth (data flow)."""
+    if n_student == 1:
+        return [n_teacher - 1]
+    return [round(i * (n_teacher - 1) / (n_student - 1)) for i in range(n_student)]
+
+
+class TeacherLosses:
+    """Computes the student's output and its loss terms; the teacher stays frozen throughout."""
+
+    def __init__(self, teacher: Teacher, student: Student, cfg: DistillLossConfig):
+        if not 0 <= cfg.t_min < cfg.t_max <= teacher.scheduler.config.num_train_timesteps:
+            raise UserError(f"distill.t_min/t_max must satisfy 0 <= t_min < t_max <= "
+                            f"{teacher.scheduler.config.num_train_timesteps}, got {cfg.t_min}, {cfg.t_max}")
+        self.teacher, self.cfg = teacher, cfg
+        self.noise = noise_scheduler(teacher)
+        self.ad_layers = resolve_layers(teacher.unet, cfg.ad_layers)
+        self.student_layers = self_attention_layer_names(student)
+        teacher_self = self_attention_layer_names(teacher.unet)
+        indices = cfg.kl_teacher_layers or layers_by_depth(len(self.student_layers), len(teacher_self))
+        if len(indices) != len(self.student_layers):
+            raise UserError(f"distill.kl_teacher_layers needs one teacher layer per student self-attention layer "
+                            f"({len(self.student_layers)}), got {len(indices)}")
+        self.kl_pairs = list(zip(self.student_layers, resolve_layers(teacher.unet, indices)))
+        self.capture_layers = list(dict.fromkeys(self.ad_layers + [t for _, t in self.kl_pairs]))
+        with torch.no_grad():
+            self.empty_prompt = teacher.encode_prompts([""])
+
+    @torch.no_grad()
+    def encode(self, images: Tensor, batch_size: int = 64) -> Tensor:
+        """Scaled VAE latents (posterior means) of reference images, batched; computed once per image bank."""
+        return torch.cat([self.teacher.encode_images(images[i : i + batch_size])
+                          for i in range(0, len(images), batch_size)])
+
+    def __call__(
+        self, student: Student, content: Tensor, style: Tensor, content_latents: Tensor, style_latents: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """{"image": the student's output, "ad", "content", "kl": scalar losses} for one batch of pairs."""
+        with AttentionCapture(student, layers=self.student_layers, record=(), maps="mean") as capture:
+            image = student(content, style)
+        student_maps = {name: capture.records[name]["maps"] for name in self.student_layers}
+
+        batch, device = len(content), content.device
+        t = torch.randint(self.cfg.t_min, self.cfg.t_max, (batch,), generator=generator, device="cpu").to(device)
+        eps, eps_style = (torch.randn(content_latents.shape, generator=generator).to(device) for _ in range(2))
+        unet = self.teacher.unet
+        with torch.no_grad(), AttentionCapture(unet, layers=self.ad_layers, record=("q", "k", "v")) as capture:
+            references = torch.cat([self.noise.add_noise(content_latents, eps, t),
+                                    self.noise.add_noise(style_latents, eps_style, t)])
+            unet(references, t.repeat(2), self.empty_prompt.expand(2 * batch, -1, -1))
+            content_records = {n: {k: v[:batch] for k, v in r.items()} for n, r in capture.records.items()}
+            style_records = {n: {k: v[batch:] for k, v in r.items()} for n, r in capture.records.items()}
+
+        latents = self.teacher.encode_images(image)
+        with AttentionCapture(unet, layers=self.capture_layers, record=("q", "k", "out")) as capture:
+            unet(self.noise.add_noise(latents, eps, t), t, self.empty_prompt.expand(batch, -1, -1))
+            records = capture.records
+        kl = []
+        for student_layer, teacher_layer in self.kl_pairs:
+            with torch.no_grad():
+                teacher_maps = attention_probs(records[teacher_layer]["q"], records[teacher_layer]["k"], mean_heads=True)
+            kl.append(attention_kl(student_maps[student_layer], teacher_maps, self.cfg.kl_temperature))
+        return {
+            "image": image,
+            "ad": ad_loss(records, style_records, self.ad_layers),
+            "content": content_loss(records, content_records, self.ad_layers),
+            "kl": torch.stack(kl).mean(),
+        }

@@ -1,0 +1,128 @@
+"""Where stream frames come from and where stylised frames go: video files, image folders, a synthetic clip.
+
+Every source yields frames as float (3, H, W) tensors in [-1, 1], the project's image convention.
+Video goes through imageio with an explicitly chosen plugin: GIF through Pillow (always installed),
+other containers (.mp4, .avi, ...) through PyAV when it is installed (not in this project's
+environment, so that path is untested here), and otherwise a one-line error. The plugin is never left to imageio's guess, because without a video backend imageio
+happily writes a TIFF file named `.mp4`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from torch import Tensor
+
+from muon_ad.data.images import array_to_tensor, is_image_file, load_rgb, save_image_atomic, to_pil, to_tensor
+from muon_ad.data.procedural import make_scene
+from muon_ad.errors import UserError
+
+VIDEO_EXTENSIONS = (".gif", ".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def _video_plugin(path: Path) -> str:
+    """The imageio plugin for `path`, or a UserError that says what to install."""
+    if path.suffix.lower() == ".gif":
+        return "pillow"
+    if importlib.util.find_spec("av") is not None:
+        return "pyav"
+    raise UserError(f"{path}: {path.suffix} video needs a video backend: pip install 'imageio[pyav]'; "
+                    "or use a .gif, or a folder of frames")
+
+
+def _resize(frame: np.ndarray, size: int | None) -> Tensor:
+    return to_tensor(frame, size) if size else array_to_tensor(frame)
+
+
+def video_frames(path: str | Path, size: int | None = None) -> Iterator[Tensor]:
+    """Frames of a video file, resized on the short side and centre-cropped to `size` if given."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"video not found: {path}")
+    import imageio.v3 as iio
+
+    for frame in iio.imiter(path, plugin=_video_plugin(path)):
+        yield _resize(np.ascontiguousarray(frame[..., :3]), size)  # GIF frames may carry alpha
+
+
+def folder_frames(folder: str | Path, size: int | None = None) -> Iterator[Tensor]:
+    """The image files of `folder` in name order (frame_0001.png, ...), as frames."""
+    folder = Path(folder)
+    files = sorted(f for f in folder.iterdir() if is_image_file(f)) if folder.is_dir() else []
+    if not files:
+        raise UserError(f"no image files in {folder}" if folder.is_dir() else f"frame folder not found: {folder}")
+    for file in files:
+        yield to_tensor(load_rgb(file), size)
+
+
+def synthetic_frames(size: int = 256, count: int = 48, drift: float = 3.0, hold: int = 6, seed: int = 0) -> Iterator[Tensor]:
+    """A camera panning over one procedural scene: `drift` px per frame to the right, a `hold` frames' pause,
+    back to the left, another pause, and so on. The pauses are what real footage has and what change
+    skipping exploits; the pans give every frame new content. The scene is rendered once, 1.5x the frame
+    size, and each frame is a crop of it, so the clip costs nothing to make.
+    """
+    canvas, _ = make_scene(size * 3 // 2, np.random.default_rng(seed), kind="landscape")
+    travel = canvas.shape[1] - size
+    steps = max(1, round(travel / drift))  # frames from one end to the other
+    for t in range(count):
+        phase = t % (2 * (steps + hold))
+        if phase < steps:
+            x = phase * travel / steps
+        elif phase < steps + hold:
+            x = travel
+        elif phase < 2 * steps + hold:
+            x = travel - (phase - steps - hold) * travel / steps
+        else:
+            x = 0
+        left, top = int(round(x)), (canvas.shape[0] - size) // 2
+        yield array_to_tensor(canvas[top : top + size, left : left + size])
+
+
+def open_source(spec: str, size: int | None = None, count: int = 48, seed: int = 0) -> Iterator[Tensor]:
+    """Frames from "synthetic", a folder of images, or a video file."""
+    if spec == "synthetic":
+        return synthetic_frames(size or 256, count, seed=seed)
+    path = Path(spec)
+    if path.is_dir():
+        return folder_frames(path, size)
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return video_frames(path, size)
+    raise UserError(f"--input must be 'synthetic', a folder of images or a video ({', '.join(VIDEO_EXTENSIONS)}): {spec}")
+
+
+class FrameWriter:
+    """Writes frames as they come: numbered PNGs into folder `out`, or one video when `out` has a video
+    extension (GIF always; other containers need a video backend, see `_video_plugin`)."""
+
+    def __init__(self, out: str | Path, fps: float = 24.0) -> None:
+        self.out, self.count, self._video = Path(out), 0, None
+        if self.out.suffix.lower() in VIDEO_EXTENSIONS:
+            plugin = _video_plugin(self.out)
+            import imageio.v3 as iio
+
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self._video = iio.imopen(self.out, "w", plugin=plugin)
+            # GIF timing is milliseconds per frame, and Pillow merges identical consecutive frames into one
+            # longer frame (so a GIF read back may have fewer frames, same timing). PyAV opens its stream on
+            # the first write.
+            self._options = {"duration": round(1000 / fps), "loop": 0} if plugin == "pillow" else {"codec": "libx264", "fps": fps}
+
+    def write(self, frame: Tensor) -> None:
+        if self._video is None:
+            save_image_atomic(frame, self.out / f"frame_{self.count:05d}.png")
+        else:
+            self._video.write(np.asarray(to_pil(frame)), is_batch=False, **self._options)
+        self.count += 1
+
+    def close(self) -> None:
+        if self._video is not None:
+            self._video.close()
+
+    def __enter__(self) -> FrameWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

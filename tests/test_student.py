@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from muon_ad.attention import AttentionCapture, self_attention_layer_names
+from muon_ad.errors import UserError
+from muon_ad.models.student import Student, StudentConfig, load_student, save_student
+
+TINY = dict(base_channels=8, channel_mult=(1, 2, 4), stem_stride=2, heads=2, style_channels=(8, 16), style_dim=16,
+            style_grid=2, style_size=16, norm_groups=4)
+
+
+def student(**overrides) -> Student:
+    torch.manual_seed(0)
+    model = Student(StudentConfig(**{**TINY, **overrides}))
+    with torch.no_grad():  # a trained-looking student: the zero-initialised head would return the content
+        model.head[2].weight.normal_(std=0.5)
+    return model.eval()
+
+
+def images(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.mark.parametrize("injection", ["cross_attention", "adain"])
+@pytest.mark.parametrize("size", [(37, 53), (5, 7), (16, 16)])
+def test_output_keeps_any_size_and_stays_in_range(injection, size):
+    model = student(style_injection=injection)
+    content = images(2, 3, *size)
+    with torch.no_grad():
+        out = model(content, images(1, 3, 29, 41, seed=1))  # one style for the whole batch, any size
+    assert out.shape == content.shape
+    assert out.abs().max() <= 1 and not torch.equal(out, content)
+
+
+def test_style_changes_the_output_and_cached_tokens_give_the_same_image():
+    model = student()
+    content, styles = images(2, 3, 24, 24), images(2, 3, 16, 16, seed=1)
+    with torch.no_grad():
+        out = model(content, styles)
+        assert torch.equal(model.stylize(content, model.encode_style(styles)), out)
+        assert (model(content, styles.flip(0)) - out).abs().mean() > 1e-3
+
+
+def test_untrained_student_returns_its_content():
+    content = images(1, 3, 20, 20) * 0.9
+    with torch.no_grad():
+        out = Student(StudentConfig(**TINY))(content, images(1, 3, 16, 16, seed=1))
+    torch.testing.assert_close(out, content, atol=1e-5, rtol=0)
+
+
+def test_attention_levels_are_self_attention_layers_the_capture_reads():
+    model = student(attention_levels=2)
+    names = self_attention_layer_names(model)
+    assert len(names) == 5  # down at the two lowest levels, mid, up at the same two levels
+    with AttentionCapture(model, layers=names, record=(), maps="mean") as capture, torch.no_grad():
+        model(images(1, 3, 32, 32), images(1, 3, 16, 16, seed=1))
+    tokens = [capture.records[n]["maps"].shape[-1] for n in names]
+    assert tokens == [64, 16, 16, 16, 64]  # 32 px, stem 2: level 1 is an 8x8 grid, level 2 a 4x4 grid
+    assert len(self_attention_layer_names(student(attention_levels=1))) == 3
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = student(style_injection="adain")
+    folder = save_student(model, tmp_path / "student")
+    loaded = load_student(folder)
+    assert loaded.config == model.config and not loaded.training
+    content, style = images(1, 3, 19, 23), images(1, 3, 16, 16, seed=1)
+    with torch.no_grad():
+        assert torch.equal(loaded(content, style), model(content, style))
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary folder left behind
+    with pytest.raises(UserError, match="not a student folder"):
+        load_student(tmp_path)
+
+
+def test_bad_widths_are_one_line_errors():
+    with pytest.raises(UserError, match="not divisible by student.heads"):
+        StudentConfig(**{**TINY, "heads": 3})
+    with pytest.raises(UserError, match="attention_levels"):
+        StudentConfig(**{**TINY, "attention_levels": 4})
