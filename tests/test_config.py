@@ -69,3 +69,23 @@ def test_shipped_configs_load():
 
     cfg = load_config(TrainTeacherConfig, Path(__file__).parents[1] / "configs" / "teacher-tiny.yaml")
     assert cfg.model.vae_channels == (16, 32, 64) and cfg.train.vae_lr == pytest.approx(1e-3)
+
+
+@dataclass
+class Checked:
+    name: str = "muon"
+
+    def __post_init__(self):
+        if self.name not in ("muon", "adamw"):
+            raise UserError(f"optimizer.name must be muon or adamw, got {self.name!r}")
+
+
+@dataclass
+class WithChecks:
+    optimizer: Checked = field(default_factory=Checked)
+
+
+def test_overrides_go_through_the_dataclass_checks_too():
+    assert load_config(WithChecks, None, ["optimizer.name=adamw"]).optimizer.name == "adamw"
+    with pytest.raises(UserError, match="got 'adamx'"):
+        load_config(WithChecks, None, ["optimizer.name=adamx"])

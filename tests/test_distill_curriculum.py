@@ -8,9 +8,11 @@ from muon_ad.errors import UserError
 
 def config(**kwargs) -> CurriculumConfig:
     return CurriculumConfig(
-        style_alignment=PhaseConfig(steps=3, batch_size=8, lr=1e-3, style_weight=0.8, content_weight=0.2, keep_rate=(0.95, 0.7)),
+        style_alignment=PhaseConfig(steps=3, batch_size=8, lr=1e-3, style_weight=0.8, content_weight=0.2,
+                                    keep_rate=(0.95, 0.7)),
         content_refinement=PhaseConfig(steps=4, batch_size=8, lr=5e-4, content_weight=None, adapt_content_weight=True),
-        joint_optimisation=PhaseConfig(steps=2, batch_size=4, lr=1e-4, content_weight=None, freeze_style_encoder=True, qat=True),
+        joint_optimisation=PhaseConfig(steps=2, batch_size=4, lr=1e-4, content_weight=None, freeze_style_encoder=True,
+                                       qat=True),
         **{"warmup_steps": 0, **kwargs},
     )
 

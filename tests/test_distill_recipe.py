@@ -114,5 +114,6 @@ def test_cpu_config_spells_out_the_defaults_and_gpu_config_is_the_authors_shape(
     configs = Path(__file__).parents[1] / "configs"
     assert load_config(StylizeConfig, configs / "stylize-cpu.yaml") == StylizeConfig()
     gpu = load_config(StylizeConfig, configs / "stylize-gpu.yaml")
-    assert (gpu.student.base_channels, gpu.student.channel_mult, gpu.student.heads, gpu.student.attention_levels) == (64, (1, 2, 4), 8, 2)
+    shape = gpu.student.base_channels, gpu.student.channel_mult, gpu.student.heads, gpu.student.attention_levels
+    assert shape == (64, (1, 2, 4), 8, 2)
     assert [(p.steps, p.batch_size) for _, p in gpu.curriculum.phases()] == [(500, 32), (1000, 32), (1500, 16)]

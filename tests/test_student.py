@@ -77,3 +77,7 @@ def test_bad_widths_are_one_line_errors():
         StudentConfig(**{**TINY, "heads": 3})
     with pytest.raises(UserError, match="attention_levels"):
         StudentConfig(**{**TINY, "attention_levels": 4})
+    cfg = StudentConfig(**TINY)
+    cfg.heads = 3  # as a command-line override sets it, after __post_init__
+    with pytest.raises(UserError, match="not divisible by student.heads"):
+        Student(cfg)

@@ -41,7 +41,19 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     config = _build(cls, data, prefix="", source=source)
     for override in overrides:
         apply_override(config, override)
+    if overrides:
+        _revalidate(config)
     return config
+
+
+def _revalidate(config: Any) -> None:
+    """Run every nested dataclass's own checks (`__post_init__`) again, since overrides are set after them."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            _revalidate(value)
+    if hasattr(config, "__post_init__"):
+        config.__post_init__()
 
 
 def apply_override(config: Any, override: str) -> None:

@@ -13,6 +13,8 @@ and noise, with fixed weights (L_AD + kl_weight·L_KL + 0.25·L_content). target
 N; muon_steps_to_adamw_final = the step at which Muon's curve first reaches it (linear interpolation
 between validations); speedup = N / that, and 0 when Muon never reaches it within N. FID-domain (the
 student's images vs their style images) and SSIM (vs their content images) of both runs at step N.
+The median seconds per step of each run are reported too (Muon's orthogonalisation and the projection's
+second backward pass cost time; steps are what the speedup counts).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from muon_ad import DEFAULT_TEACHER
-from muon_ad.bench.common import BenchOutput, BenchUnavailable
+from muon_ad.bench.common import BenchOutput, BenchUnavailable, median
 from muon_ad.config import to_dict
 from muon_ad.models.student import StudentConfig
 from muon_ad.recipes.distill import StylizeConfig, as_baseline, distill
@@ -51,7 +53,8 @@ def bench_config(settings: Settings, out: Path, device: str) -> StylizeConfig:
     if settings.student is not None:
         cfg.student = settings.student
     n, b = settings.steps, settings.batch_size
-    for (_, phase), steps, batch in zip(cfg.curriculum.phases(), (n // 6, n // 3, n - n // 6 - n // 3), (b, b, b // 2 or 1)):
+    lengths, batches = (n // 6, n // 3, n - n // 6 - n // 3), (b, b, b // 2 or 1)
+    for (_, phase), steps, batch in zip(cfg.curriculum.phases(), lengths, batches):
         phase.steps, phase.batch_size = steps, batch
     cfg.curriculum.warmup_steps = min(cfg.curriculum.warmup_steps, n // 10)
     cfg.data.content_count = cfg.data.style_count = settings.images
@@ -68,12 +71,22 @@ def read_curve(run: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+def seconds_per_step(run: Path) -> float:
+    """Median wall time of a training step (the median leaves out the steps that also validated)."""
+    with open(run / "log.csv") as f:
+        seconds = [0.0] + [float(row["seconds"]) for row in csv.DictReader(f)]
+    return median([b - a for a, b in zip(seconds, seconds[1:])])
+
+
 def steps_to_reach(curve: list[dict[str, float]], target: float) -> float | None:
-    """The (interpolated) step at which val_loss first reaches `target`; None if it never does."""
+    """The (interpolated) step at which val_loss first reaches `target`; None if it never does.
+
+    The start does not count: a curve that starts at or below the target reaches it at its first validation.
+    """
     for before, after in zip(curve, curve[1:]):
         if after["val_loss"] <= target:
             if before["val_loss"] <= target:
-                return before["step"]
+                return after["step"]
             fraction = (before["val_loss"] - target) / (before["val_loss"] - after["val_loss"])
             return before["step"] + fraction * (after["step"] - before["step"])
     return None
@@ -102,6 +115,8 @@ def measure(settings: Settings, out: Path, device: str) -> BenchOutput:
         "ssim_muon": muon[-1]["ssim"],
         "ssim_adamw": adamw[-1]["ssim"],
         "ssim_gain": muon[-1]["ssim"] / adamw[-1]["ssim"] - 1,
+        "seconds_per_step_muon": seconds_per_step(out / "muon"),  # indicative: the runs are sequential on a
+        "seconds_per_step_adamw": seconds_per_step(out / "adamw"),  # shared machine
     }
     config = {"settings": {k: v for k, v in asdict(settings).items() if k != "student"}, "fid": "FID-domain",
               "recipe": to_dict(muon_cfg), "curves": {"muon": muon, "adamw": adamw}, "runs": str(out)}

@@ -34,7 +34,7 @@ def run_benchmark(name: str, quick: bool, device: str, out: str | Path | None = 
         "name": name,
         "quick": quick,
         "device": device,
-        "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else _cpu_name(),
+        "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else cpu_name(),
         "torch": torch.__version__.split("+")[0],
         "threads": torch.get_num_threads(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -63,7 +63,7 @@ def _fmt(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -60,10 +60,15 @@ class CurriculumConfig:
     joint_optimisation: PhaseConfig = field(default_factory=_joint_optimisation)
     warmup_steps: int = 20  # linear lr warm-up at the start of the run
     ssim_target: float = 0.85
-    adapt_gain: float = 0.5  # λ ← λ·exp(gain·(target − SSIM)) after each adapting step
+    adapt_gain: float = 0.2  # λ ← λ·exp(gain·(target − SSIM)) after each adapting step
     content_weight_range: tuple[float, float] = (0.01, 10.0)  # λ is kept inside this range
 
     def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise a one-line UserError for an unusable schedule (also run by `Curriculum`: overrides skip
+        __post_init__)."""
         if self.style_alignment.content_weight is None:
             raise UserError("curriculum.style_alignment.content_weight must be set (there is no earlier phase)")
         for name, phase in self.phases():
@@ -100,20 +105,21 @@ class Curriculum:
     """Turns a step number into a `StepPlan`, and adapts λ from observed SSIM. Resumable (state_dict)."""
 
     def __init__(self, cfg: CurriculumConfig):
+        cfg.check()
         self.cfg = cfg
         self.content_weight = cfg.style_alignment.content_weight
         self.phase = 0  # the phase the last plan was in (0: none yet)
 
     def plan(self, step: int) -> StepPlan:
-        """The plan of `step` (0-based). Past the last phase, the last phase continues."""
+        """The plan of `step` (0-based; call once per step, in order). Past the end, the last phase continues."""
         start = 0
         for index, (name, phase) in enumerate(self.cfg.phases(), start=1):
             if step < start + phase.steps or index == 3:
                 break
             start += phase.steps
         started = index != self.phase
-        if started and index > self.phase and phase.content_weight is not None:
-            self.content_weight = phase.content_weight  # entering a phase (not resuming into it)
+        if started and phase.content_weight is not None:
+            self.content_weight = phase.content_weight  # entering a phase (not resuming inside it)
         self.phase = index
         progress = min(1.0, (step - start) / max(1, phase.steps - 1))
         keep = phase.keep_rate[0] + (phase.keep_rate[1] - phase.keep_rate[0]) * progress

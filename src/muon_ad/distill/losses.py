@@ -108,8 +108,9 @@ class TeacherLosses:
             records = capture.records
         kl = []
         for student_layer, teacher_layer in self.kl_pairs:
+            record = records[teacher_layer]
             with torch.no_grad():
-                teacher_maps = attention_probs(records[teacher_layer]["q"], records[teacher_layer]["k"], mean_heads=True)
+                teacher_maps = attention_probs(record["q"], record["k"], mean_heads=True)
             kl.append(attention_kl(student_maps[student_layer], teacher_maps, self.cfg.kl_temperature))
         return {
             "image": image,

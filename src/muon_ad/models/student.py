@@ -70,7 +70,11 @@ class StudentConfig:
     norm_groups: int = 8
 
     def __post_init__(self) -> None:
-        widths = [self.base_channels * m for m in self.channel_mult]
+        self.check()
+
+    def check(self) -> None:
+        """Raise a one-line UserError for inconsistent knobs (`Student` runs it too: overrides skip __post_init__)."""
+        widths = self.widths
         if not 1 <= self.attention_levels <= len(widths):
             raise UserError(f"student.attention_levels must be in 1..{len(widths)}, got {self.attention_levels}")
         for w in widths[-self.attention_levels:]:
@@ -138,6 +142,7 @@ class Student(nn.Module):
 
     def __init__(self, cfg: StudentConfig):
         super().__init__()
+        cfg.check()
         self.config = cfg
         widths, s = cfg.widths, cfg.stem_stride
         attention = [i >= len(widths) - cfg.attention_levels for i in range(len(widths))]
@@ -150,8 +155,11 @@ class Student(nn.Module):
         self.downsample = nn.ModuleList(Downsample2D(w, use_conv=True) for w in widths[:-1])
         self.mid = StudentBlock(widths[-1], widths[-1], attention[-1], cfg)
         self.upsample = nn.ModuleList(Upsample2D(w, use_conv=True) for w in reversed(widths[1:]))
-        ups = list(zip(widths[::-1], [widths[-1], *widths[::-1]][:-1], attention[::-1]))
-        self.up = nn.ModuleList(StudentBlock(cout + cin, cout, att, cfg) for cout, cin, att in ups)
+        # Up path, lowest level first: each block takes the features from below (the mid block's at the
+        # lowest level, then the previous up block's) concatenated with its level's skip.
+        incoming = [widths[-1], *reversed(widths[1:])]
+        self.up = nn.ModuleList(StudentBlock(cin + skip, skip, att, cfg)
+                                for cin, skip, att in zip(incoming, reversed(widths), reversed(attention)))
         self.head = nn.Sequential(
             nn.GroupNorm(cfg.norm_groups, widths[0]), nn.GELU(), nn.Conv2d(widths[0], 3 * s * s, 3, padding=1),
             nn.PixelShuffle(s),
@@ -170,8 +178,8 @@ class Student(nn.Module):
         """The UNet pass for given style tokens (batch 1 or B).
 
         The head predicts a change of the content image in tanh-logit space, image = tanh(atanh(content) +
-        change): the output is always inside (-1, 1), and training starts from the content's structure
-        (the head starts at zero) and adds the style on top.
+        change) (content clamped to ±0.99, so atanh stays finite): the output is always inside [-1, 1], and
+        training starts from the content's structure (the head starts at zero) and adds the style on top.
         """
         height, width = content.shape[-2:]
         m = self.config.downsampling

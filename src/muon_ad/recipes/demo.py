@@ -33,7 +33,7 @@ import torch
 
 from muon_ad import DEFAULT_TEACHER
 from muon_ad.bench import ad_convergence, distill_convergence, memory, realtime
-from muon_ad.bench.runner import BENCHMARKS, _cpu_name
+from muon_ad.bench.runner import BENCHMARKS, cpu_name
 from muon_ad.checkpoint import write_text_atomic
 from muon_ad.config import load_config
 from muon_ad.data.images import save_image_atomic, to_pil
@@ -76,12 +76,13 @@ class DemoSettings:
 QUICK = DemoSettings(
     quick=True,
     teacher_overrides=["model.image_size=32", "data.size=32", "data.textures=48", "data.scenes=16",
-                       "train.vae_steps=12", "train.unet_steps=24", "train.batch_size=8", "train.vae_crop=16",
+                       "train.vae_steps=8", "train.unet_steps=16", "train.batch_size=8", "train.vae_crop=16",
                        "train.warmup_steps=4", "train.checkpoint_every=1000", "train.sample_steps=4"],
-    feature_steps=40,
+    feature_steps=20,
     ad=ad_convergence.Settings(size=32, steps=6, budgets=[3, 4, 6], pairs=1, exemplars=0, eval_timesteps=2,
                                adam_grid=[0.05], muon_grid=[0.05]),
-    distill=distill_convergence.QUICK,
+    distill=distill_convergence.Settings(steps=6, batch_size=2, val_every=3, val_pairs=4, images=10,
+                                         student=distill_convergence.QUICK.student),
     eval_pairs=6,
     teacher_pairs=2,
     teacher_ad_steps=4,
@@ -274,7 +275,7 @@ def claims(stages: dict[str, Stage]) -> list[Claim]:
     muon, adamw = ev["Muon-AD"], ev["AdamW"]
     fid_drop = (adamw["fid_domain"] - muon["fid_domain"]) / adamw["fid_domain"]
     ssim_gain = (muon["ssim"] - adamw["ssim"]) / adamw["ssim"]
-    cpu, res = f"CPU: {_cpu_name()}", rt["resolution"]
+    cpu, res = f"CPU: {cpu_name()}", rt["resolution"]
     peak_gb = max(mem["teacher_sampling_peak_mb"], mem["teacher_peak_mb"], mem["student_peak_mb"]) / 1024
     comm, prune = stages["comm"], stages["prune"]
 
@@ -335,7 +336,7 @@ def goals(stages: dict[str, Stage]) -> list[Claim]:
 def write_report(stages: dict[str, Stage], s: DemoSettings, out: Path, seconds: float) -> Path:
     report = Report(out, f"Muon-AD demo ({'quick' if s.quick else 'full'})")
     report.paragraph(f"Every number below was measured by this run of `muon-ad demo{' --quick' if s.quick else ''}` "
-                     f"on {_cpu_name()}, Python {platform.python_version()}, torch {torch.__version__.split('+')[0]}, "
+                     f"on {cpu_name()}, Python {platform.python_version()}, torch {torch.__version__.split('+')[0]}, "
                      f"in {seconds / 60:.1f} minutes ({time.strftime('%Y-%m-%d %H:%M')}). "
                      + ("Quick mode: tiny sizes and a handful of steps everywhere, so the figures show that the "
                         "pipeline runs end to end, not what the method achieves." if s.quick else ""))

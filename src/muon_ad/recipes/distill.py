@@ -133,6 +133,8 @@ def distill(cfg: StylizeConfig, hooks: Sequence[Hook] = ()) -> Path:
     `hooks` run before every step with the step's plan, the student and the optimizer: the plug-in point
     for pruning (plan.keep_rate; `optimizer.set_mask`) and quantisation-aware training (plan.qat).
     """
+    cfg.student.check()  # command-line overrides skip __post_init__: fail before the slow loading
+    curriculum = Curriculum(cfg.curriculum)
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -142,7 +144,7 @@ def distill(cfg: StylizeConfig, hooks: Sequence[Hook] = ()) -> Path:
     torch.manual_seed(cfg.train.seed)  # the student's init and then every draw of the run (pairs, t, noise)
     student = Student(cfg.student).to(device)
     losses = TeacherLosses(teacher, student, cfg.distill)
-    (train_content, val_content), (train_style, val_style) = (bank.split(cfg.data.val_pairs) for bank in (content, style))
+    (train_content, val_content), (train_style, val_style) = (b.split(cfg.data.val_pairs) for b in (content, style))
     train = PairSet.encode(train_content, train_style, losses, device)
     val = PairSet.encode(val_content, val_style, losses, device)
     feature = _fid_features(cfg, train_style, out)
@@ -151,7 +153,6 @@ def distill(cfg: StylizeConfig, hooks: Sequence[Hook] = ()) -> Path:
     projection = (ConflictProjection(cfg.distill.conflict_threshold, cfg.distill.conflict_rate)
                   if cfg.distill.conflict_projection else None)
     ema = EMAModel(student.parameters(), decay=cfg.train.ema_decay, use_ema_warmup=True)
-    curriculum = Curriculum(cfg.curriculum)
     total = cfg.curriculum.total_steps
 
     step = 0
@@ -210,9 +211,9 @@ def distill(cfg: StylizeConfig, hooks: Sequence[Hook] = ()) -> Path:
             step += 1
 
             row = {"step": step, "phase": plan.phase, "lr": plan.lr, "batch_size": plan.batch_size, **result,
-                   "style_weight": plan.style_weight, "content_weight": plan.content_weight, "keep_rate": plan.keep_rate,
-                   "qat": int(plan.qat), "conflict_acted": projection.acted if projection is not None else 0,
-                   "seconds": time.time() - start}
+                   "style_weight": plan.style_weight, "content_weight": plan.content_weight,
+                   "keep_rate": plan.keep_rate, "qat": int(plan.qat),
+                   "conflict_acted": projection.acted if projection is not None else 0, "seconds": time.time() - start}
             writer.writerow_train(row)
             for key in ("loss", "ad", "content", "kl", "content_weight", "ssim", "grad_norm", "lr", "keep_rate"):
                 board.add_scalar(f"train/{key}", row[key], step)
@@ -287,7 +288,8 @@ def validate(
     student.train()
     images = torch.cat(images)
     metrics = {key: value / count for key, value in sums.items()}
-    metrics["val_loss"] = metrics["ad"] + cfg.distill.kl_weight * metrics["kl"] + cfg.validation.content_weight * metrics["content"]
+    metrics["val_loss"] = (metrics["ad"] + cfg.distill.kl_weight * metrics["kl"]
+                           + cfg.validation.content_weight * metrics["content"])
     metrics["ssim"] = ssim(images, val.content.batch(slice(None)))
     metrics["fid"] = compute_fid(val.style.batch(slice(None)), images, feature)
     return metrics, images
@@ -307,7 +309,8 @@ def _fid_features(cfg: StylizeConfig, styles: LabelledBank, out: Path) -> torch.
         raise UserError("FID-domain needs labelled styles (textures, wikiart, dtd) to train its features; "
                         "set validation.fid_features_path or validation.fid_features=inception")
     log.info("training the FID-domain feature network on %d style images", len(styles.images))
-    items = [{"image": styles.batch(torch.tensor([i]))[0], "label": int(label)} for i, label in enumerate(styles.labels)]
+    images = styles.batch(slice(None))
+    items = [{"image": image, "label": int(label)} for image, label in zip(images, styles.labels)]
     model = train_domain_features(items, steps=v.fid_feature_steps, seed=v.seed, widths=v.fid_feature_widths,
                                   size=styles.images.shape[-1])
     model.save(folder)
