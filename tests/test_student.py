@@ -81,3 +81,25 @@ def test_bad_widths_are_one_line_errors():
     cfg.heads = 3  # as a command-line override sets it, after __post_init__
     with pytest.raises(UserError, match="not divisible by student.heads"):
         Student(cfg)
+
+
+def test_stylize_cli_runs_a_saved_student(tmp_path):
+    """`muon-ad stylize --student DIR` is one forward pass of the saved student, written as a PNG."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from muon_ad.models.student import Student, StudentConfig, save_student
+
+    torch.manual_seed(0)
+    save_student(Student(StudentConfig()), tmp_path / "student")
+    rng = np.random.default_rng(0)
+    for name, shape in (("content.png", (40, 56, 3)), ("style.png", (64, 64, 3))):
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(tmp_path / name)
+    result = subprocess.run([sys.executable, "-m", "muon_ad", "stylize", "--student", str(tmp_path / "student"),
+                             "-c", str(tmp_path / "content.png"), "-s", str(tmp_path / "style.png"),
+                             "--out", str(tmp_path / "out.png")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "out.png").size == (56, 40)  # the content's own size and aspect

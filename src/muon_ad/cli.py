@@ -119,6 +119,7 @@ def stylize_command(
     content_mask: Optional[Path] = typer.Option(None, help="Label image for the content: a colour draws only on the same colour of --style-mask."),
     style_mask: Optional[Path] = typer.Option(None, help="Label image for the style (with --content-mask)."),
     teacher: str = typer.Option(DEFAULT_TEACHER, help="Diffusers SD-layout folder (SD-1.5 or the built-in tiny teacher)."),
+    student: Optional[Path] = typer.Option(None, help="A distilled student folder (muon-ad distill): one forward pass, milliseconds, instead of AD."),
     out: Path = typer.Option(Path("stylized.png"), help="Output PNG; the loss curve goes next to it (.loss.csv, .loss.png)."),
 ) -> None:
     """Style transfer by attention distillation: optimise the content latent toward the style's attention."""
@@ -126,6 +127,9 @@ def stylize_command(
     from muon_ad.models.teacher import load_teacher
     from muon_ad.synthesis import stylize
 
+    if student is not None:
+        _stylize_with_student(student, content, style, size, out)
+        return
     if (content_mask is None) != (style_mask is None):
         raise UserError("masks: give both --content-mask and --style-mask, or neither")
     _png(out)
@@ -135,6 +139,29 @@ def stylize_command(
     result = stylize(model, *images, steps=steps, optimizer=optimizer, lr=lr, content_weight=content_weight, size=size,
                      tile=tile, masks=masks)
     _save_synthesis(result, out, f"stylize ({optimizer})")
+
+
+def _stylize_with_student(folder: Path, content: Path, style: Path, size: Optional[int], out: Path) -> None:
+    """The student's path: content + style → stylised image in one forward pass (content keeps its aspect)."""
+    import time
+
+    import torch
+
+    from muon_ad.data.images import load_rgb, resize_crop, save_image_atomic, to_tensor
+    from muon_ad.models.student import load_student
+
+    _png(out)
+    model = load_student(folder)
+    content_image, style_image = load_rgb(content), load_rgb(style)
+    if size is not None:
+        scale = size / min(content_image.size)
+        content_image = content_image.resize((round(content_image.width * scale), round(content_image.height * scale)))
+    with torch.no_grad():
+        start = time.perf_counter()
+        image = model(to_tensor(content_image)[None], to_tensor(resize_crop(style_image, model.config.style_size))[None])
+        seconds = time.perf_counter() - start
+    save_image_atomic(image[0], out)
+    typer.echo(f"wrote {out} (student, {seconds * 1000:.0f} ms)")
 
 
 @app.command("texture")
