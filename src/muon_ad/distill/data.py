@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from muon_ad.data import COCOStuff, ImageFolder, ProceduralScenes, ProceduralTextures, StyleFolder, TextureFolder
 from muon_ad.errors import UserError
-from muon_ad.recipes.train_teacher import ImageBank
+from muon_ad.data.bank import ImageBank
 
 CONTENT_SOURCES = ("scenes", "coco-stuff", "folder")
 STYLE_SOURCES = ("textures", "wikiart", "dtd", "folder")

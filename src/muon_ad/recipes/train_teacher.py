@@ -25,10 +25,11 @@ from diffusers.training_utils import EMAModel, compute_snr
 from tqdm.auto import tqdm
 
 from muon_ad.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from muon_ad.config import save_config, to_dict
+from muon_ad.config import save_config
+from muon_ad.data.bank import ImageBank
 from muon_ad.data.images import save_image_atomic
+from muon_ad.data.procedural import PALETTES, TEXTURE_FAMILIES, ProceduralScenes, ProceduralTextures, texture_caption
 from muon_ad.errors import UserError
-from muon_ad.data.procedural import TEXTURE_FAMILIES, PALETTES, ProceduralScenes, ProceduralTextures, texture_caption
 from muon_ad.models.teacher import Teacher, TinyTeacherConfig, build_tiny_teacher, noise_scheduler, save_teacher
 from muon_ad.visual import image_grid
 
@@ -68,17 +69,6 @@ class TrainTeacherConfig:
     model: TinyTeacherConfig = field(default_factory=TinyTeacherConfig)
     data: TeacherDataConfig = field(default_factory=TeacherDataConfig)
     train: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
-
-
-@dataclass
-class ImageBank:
-    """The whole training set in memory as uint8, so a step costs no image generation."""
-
-    images: torch.Tensor  # (N, 3, H, W) uint8
-    captions: list[str]
-
-    def batch(self, index: torch.Tensor) -> torch.Tensor:
-        return self.images[index].float().div(127.5).sub(1.0)
 
 
 def build_bank(cfg: TeacherDataConfig) -> ImageBank:

@@ -7,6 +7,8 @@ With change skipping on, the first exceeds the second exactly by the frames that
 
 from __future__ import annotations
 
+import statistics
+
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -15,7 +17,6 @@ from dataclasses import dataclass, field
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from muon_ad.eval.profile import median
 from muon_ad.runtime.stylizer import Stylizer
 
 
@@ -36,7 +37,7 @@ class StreamStats:
 
     @property
     def model_fps(self) -> float:
-        return 1000.0 / median(self.model_ms) if self.model_ms else 0.0
+        return 1000.0 / statistics.median(self.model_ms) if self.model_ms else 0.0
 
     def summary(self) -> dict[str, float]:
         return {"frames": self.frames, "stylised": self.stylised, "skipped": self.skipped,
