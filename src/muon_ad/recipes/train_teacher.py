@@ -1,7 +1,7 @@
 """Recipe: train the built-in tiny teacher LDM on procedural data, on a laptop CPU, in minutes.
 
 Reads top to bottom: build an in-memory image bank → phase 1 trains the autoencoder on random crops
-(it is fully convolutional, so 32 px crops teach it 64 px images at a quarter of the cost) → encode the
+(it is fully convolutional, so 32 px crops teach it the 48 px images at (32/48)² ≈ 0.44 of the cost) → encode the
 bank once → phase 2 trains the UNet and text encoder on those latents with SD-1.5's noise schedule and
 caption dropout (for classifier-free guidance), keeping an EMA of the UNet → save a diffusers SD folder.
 
