@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "realtime": "muon_ad.bench.realtime",
     "memory": "muon_ad.bench.memory",
     "distill-convergence": "muon_ad.bench.distill_convergence",
+    "teacher-quality": "muon_ad.bench.teacher_quality",
 }
 
 

@@ -262,9 +262,14 @@ def make_texture(family: str, palette: str, size: int, rng: np.random.Generator)
     return _finish(_FAMILIES[family](x, y, rng, colours, 1.0 / size), ss)
 
 
+def palette_words(palette: str) -> str:
+    """'blue_orange' -> 'blue and orange': how captions name a palette."""
+    return " and ".join(palette.split("_"))
+
+
 def texture_caption(family: str, palette: str) -> str:
     """'blue and orange stripes': palette words then the family name, so caption -> class is a lookup."""
-    return f"{' and '.join(palette.split('_'))} {family}"
+    return f"{palette_words(palette)} {family}"
 
 
 # ----------------------------------------------------------------------------------------------- scenes

@@ -1,4 +1,5 @@
-"""Metrics: FID/KID (Inception, or FID-domain offline), SSIM/PSNR, and model cost (params, FLOPs, time, memory)."""
+"""Metrics: FID/KID (Inception, or FID-domain offline), SSIM/PSNR, model cost (params, FLOPs, time, memory), and
+whether a teacher draws what it is prompted for (`recognition`)."""
 
 from muon_ad.eval.domain_features import DomainFeatures, train_domain_features
 from muon_ad.eval.evaluate import evaluate_images, load_images, to_markdown

@@ -66,7 +66,7 @@ class StudentConfig:
     style_channels: tuple[int, ...] = (32, 64, 128)  # style encoder: one stride-2 conv stage each
     style_dim: int = 128  # width of a style token (cross-attention) or the style vector (AdaIN)
     style_grid: int = 4  # the style encoder pools to style_grid x style_grid tokens
-    style_size: int = 64  # style images are resized to this before encoding
+    style_size: int = 48  # style images are resized to this before encoding (the built-in teacher's size, at which distillation makes them)
     norm_groups: int = 8
 
     def __post_init__(self) -> None:

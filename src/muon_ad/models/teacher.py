@@ -41,6 +41,9 @@ class TinyTeacherConfig:
     text_dim: int = 64
     text_layers: int = 2
     max_prompt_tokens: int = 8
+    # Few, wide groups: with one channel per group GroupNorm is instance norm, which erases each channel's
+    # spatial mean, i.e. an image's colour; the decoder then paints every flat area one default colour.
+    norm_num_groups: int = 4
 
 
 @dataclass
@@ -151,7 +154,7 @@ def build_tiny_teacher(cfg: TinyTeacherConfig, vocabulary: list[str]) -> Teacher
         block_out_channels=cfg.vae_channels,
         layers_per_block=1,
         latent_channels=cfg.latent_channels,
-        norm_num_groups=16,
+        norm_num_groups=cfg.norm_num_groups,
         sample_size=cfg.image_size,
     )
     levels = len(cfg.unet_channels)
@@ -165,7 +168,7 @@ def build_tiny_teacher(cfg: TinyTeacherConfig, vocabulary: list[str]) -> Teacher
         layers_per_block=cfg.unet_layers_per_block,
         cross_attention_dim=cfg.text_dim,
         attention_head_dim=cfg.attention_heads,  # diffusers' SD naming: this is the number of heads
-        norm_num_groups=16,
+        norm_num_groups=cfg.norm_num_groups,
     )
     return Teacher(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=training_scheduler())
 
