@@ -7,9 +7,8 @@ from muon_ad.bench.common import BenchUnavailable
 from muon_ad.bench.teacher_quality import run
 from muon_ad.data.procedural import PALETTES, TEXTURE_FAMILIES, palette_words
 from muon_ad.eval.recognition import accuracy, judge, real_textures, teacher_samples, train_judges
-from muon_ad.models.teacher import TinyTeacherConfig, build_tiny_teacher
-
-TINY = TinyTeacherConfig(image_size=32, vae_channels=(16, 16), unet_channels=(16, 32), attention_heads=2, text_dim=32, text_layers=1)
+from muon_ad.models.teacher import build_tiny_teacher
+from tiny import TINY_TEACHER
 
 
 def test_accuracy_scores_each_judge_and_each_family():
@@ -30,7 +29,7 @@ def test_judges_trained_on_real_textures_beat_chance_on_held_out_ones():
 
 def test_teacher_samples_ask_for_every_family_in_rotating_palettes():
     torch.manual_seed(0)
-    teacher = build_tiny_teacher(TINY, ["and", *TEXTURE_FAMILIES, *(w for p in PALETTES for w in p.split("_"))]).freeze()
+    teacher = build_tiny_teacher(TINY_TEACHER, ["and", *TEXTURE_FAMILIES, *(w for p in PALETTES for w in p.split("_"))]).freeze()
     images, asked = teacher_samples(teacher, per_family=2, steps=2, guidance_scale=3.0, batch=10)
     assert images.shape == (2 * len(TEXTURE_FAMILIES), 3, 32, 32)
     assert asked["family"] == [f for f in TEXTURE_FAMILIES for _ in range(2)]

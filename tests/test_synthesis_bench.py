@@ -6,9 +6,8 @@ from PIL import Image
 
 from muon_ad.bench.ad_convergence import Settings, budget_to_reach, measure, run
 from muon_ad.bench.common import BenchUnavailable
-from muon_ad.models.teacher import TinyTeacherConfig, build_tiny_teacher
-
-TINY = TinyTeacherConfig(image_size=32, vae_channels=(16, 16), unet_channels=(16, 32), attention_heads=2, text_dim=32, text_layers=1)
+from muon_ad.models.teacher import build_tiny_teacher
+from tiny import TINY_TEACHER
 
 
 def test_missing_teacher_is_unavailable_not_random_weights(tmp_path, monkeypatch):
@@ -25,7 +24,7 @@ def test_budget_to_reach_needs_every_larger_budget_to_reach_too():
 
 def test_measure_reports_consistent_metrics_and_a_picture(tmp_path):
     torch.manual_seed(0)
-    teacher = build_tiny_teacher(TINY, ["a"]).freeze()
+    teacher = build_tiny_teacher(TINY_TEACHER, ["a"]).freeze()
     settings = Settings(size=16, steps=6, budgets=[2, 3, 6], pairs=1, exemplars=1, eval_timesteps=2,
                         adam_grid=[0.02, 0.05], muon_grid=[0.05])
     picture = tmp_path / "ad.png"

@@ -11,16 +11,15 @@ from typer.testing import CliRunner
 from muon_ad.cli import app
 from muon_ad.data.procedural import make_scene, make_texture
 from muon_ad.errors import UserError
-from muon_ad.models.teacher import TinyTeacherConfig, build_tiny_teacher, save_teacher
-
-TINY = TinyTeacherConfig(image_size=32, vae_channels=(16, 16), unet_channels=(16, 32), attention_heads=2, text_dim=32, text_layers=1)
+from muon_ad.models.teacher import build_tiny_teacher, save_teacher
+from tiny import TINY_TEACHER
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthesis")
     torch.manual_seed(0)
-    save_teacher(build_tiny_teacher(TINY, ["a", "cat"]), root / "teacher")
+    save_teacher(build_tiny_teacher(TINY_TEACHER, ["a", "cat"]), root / "teacher")
     rng = np.random.default_rng(0)
     Image.fromarray(make_scene(40, rng)[0]).save(root / "content.png")
     Image.fromarray(make_texture("dots", "blue_orange", 48, rng)).convert("L").save(root / "style.jpg")  # grayscale

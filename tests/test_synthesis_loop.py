@@ -7,17 +7,16 @@ from PIL import Image
 
 from muon_ad.data.procedural import make_scene, make_texture
 from muon_ad.errors import UserError
-from muon_ad.models.teacher import TinyTeacherConfig, build_tiny_teacher
+from muon_ad.models.teacher import build_tiny_teacher
 from muon_ad.synthesis import ADObjective, circular_padding, default_ad_layers, optimize_latent, stylize, texture
 from muon_ad.synthesis.transfer import label_maps
-
-TINY = TinyTeacherConfig(image_size=32, vae_channels=(16, 16), unet_channels=(16, 32), attention_heads=2, text_dim=32, text_layers=1)
+from tiny import TINY_TEACHER
 
 
 @pytest.fixture(scope="module")
 def teacher():
     torch.manual_seed(0)
-    return build_tiny_teacher(TINY, ["a"]).freeze()
+    return build_tiny_teacher(TINY_TEACHER, ["a"]).freeze()
 
 
 def pil(array):

@@ -9,10 +9,9 @@ from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from muon_ad.errors import UserError
-from muon_ad.models.teacher import Teacher, TinyTeacherConfig, load_teacher, save_teacher
+from muon_ad.models.teacher import Teacher, load_teacher, save_teacher
 from muon_ad.recipes.train_teacher import TeacherDataConfig, TeacherTrainConfig, TrainTeacherConfig, train_teacher
-
-TINY = TinyTeacherConfig(image_size=32, vae_channels=(16, 16), unet_channels=(16, 32), attention_heads=2, text_dim=32, text_layers=1)
+from tiny import TINY_TEACHER
 
 
 def sd15_style_folder(tmp_path):
@@ -63,7 +62,7 @@ def test_bad_folders_are_one_line_errors(tmp_path):
 
 def recipe(tmp_path, name, vae_steps=6, unet_steps=6):
     return TrainTeacherConfig(
-        model=TINY,
+        model=TINY_TEACHER,
         data=TeacherDataConfig(textures=20, scenes=4, size=32),
         train=TeacherTrainConfig(out_dir=str(tmp_path / name), vae_steps=vae_steps, unet_steps=unet_steps, batch_size=4,
                                  vae_crop=16, warmup_steps=1, checkpoint_every=3, sample_steps=2),

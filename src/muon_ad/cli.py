@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 
 from muon_ad import DEFAULT_TEACHER
+from muon_ad.bench import BENCHMARKS
 from muon_ad.errors import UserError
 
 app = typer.Typer(
@@ -40,6 +41,8 @@ def train_teacher_command(
     cfg = load_config(TrainTeacherConfig, config, overrides or [])
     folder = train_teacher(cfg)
     typer.echo(f"teacher: {folder}\nsamples: {Path(cfg.train.out_dir) / 'samples.png'}")
+    if Path(folder) == Path(DEFAULT_TEACHER):
+        typer.echo("how often its samples are the family and palette asked for: muon-ad bench teacher-quality")
 
 
 @app.command("sample")
@@ -75,7 +78,7 @@ def sample_command(
 
 @app.command("bench")
 def bench_command(
-    name: str = typer.Argument(..., help="Benchmark name (see shared/BENCHMARKS.md), e.g. muon-step"),
+    name: str = typer.Argument(..., help=f"Benchmark name (shared/BENCHMARKS.md): {', '.join(BENCHMARKS)}"),
     quick: bool = typer.Option(False, "--quick", help="Small size that finishes in under a minute on 2 CPU cores."),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     out: Optional[Path] = typer.Option(None, help="JSON output (default bench-results/NAME.json)."),

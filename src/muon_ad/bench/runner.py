@@ -9,19 +9,11 @@ from pathlib import Path
 
 import torch
 
+from muon_ad.bench import BENCHMARKS
 from muon_ad.bench.common import BenchOutput, BenchUnavailable
 from muon_ad.checkpoint import write_text_atomic
 from muon_ad.errors import UserError
 
-# NAME → module exposing `run(quick, device) -> BenchOutput`. Only benchmarks that exist are listed.
-BENCHMARKS: dict[str, str] = {
-    "muon-step": "muon_ad.bench.muon_step",
-    "ad-convergence": "muon_ad.bench.ad_convergence",
-    "realtime": "muon_ad.bench.realtime",
-    "memory": "muon_ad.bench.memory",
-    "distill-convergence": "muon_ad.bench.distill_convergence",
-    "teacher-quality": "muon_ad.bench.teacher_quality",
-}
 
 
 def run_benchmark(name: str, quick: bool, device: str, out: str | Path | None = None) -> dict:

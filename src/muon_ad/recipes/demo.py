@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 
 from muon_ad import DEFAULT_TEACHER
-from muon_ad.bench import ad_convergence, distill_convergence, memory, realtime
-from muon_ad.bench.runner import BENCHMARKS, cpu_name
+from muon_ad.bench import BENCHMARKS, ad_convergence, distill_convergence, memory, realtime
+from muon_ad.bench.runner import cpu_name
 from muon_ad.checkpoint import write_text_atomic
 from muon_ad.config import load_config
 from muon_ad.data.images import save_image_atomic, to_pil
