@@ -15,7 +15,6 @@ from muon_ad.checkpoint import write_text_atomic
 from muon_ad.errors import UserError
 
 
-
 def run_benchmark(name: str, quick: bool, device: str, out: str | Path | None = None) -> dict:
     """Run benchmark `name` and return the JSON record it wrote (to `out`, default bench-results/NAME.json)."""
     if name not in BENCHMARKS:
