@@ -4,3 +4,5 @@ __version__ = "0.1.0"
 
 # Where `muon-ad train-teacher configs/teacher-tiny.yaml` saves the built-in teacher; commands default to it.
 DEFAULT_TEACHER = "runs/teacher-tiny/teacher"
+# Classifier-free guidance of text-to-image sampling everywhere (sample, guided sampling, benchmarks).
+DEFAULT_GUIDANCE_SCALE = 3.0

@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from muon_ad import DEFAULT_TEACHER
+from muon_ad import DEFAULT_GUIDANCE_SCALE, DEFAULT_TEACHER
 from muon_ad.bench import BENCHMARKS
 from muon_ad.errors import UserError
 
@@ -50,7 +50,7 @@ def sample_command(
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="Text prompt; repeat for several images."),
     teacher: str = typer.Option(DEFAULT_TEACHER, help="Diffusers SD-layout folder (SD-1.5 or the built-in tiny teacher)."),
     steps: int = typer.Option(30, help="DDIM steps."),
-    guidance: float = typer.Option(3.0, help="Classifier-free guidance scale."),
+    guidance: float = typer.Option(DEFAULT_GUIDANCE_SCALE, help="Classifier-free guidance scale."),
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("samples.png"), help="Output PNG (a labelled grid when there are several prompts)."),
     style: Optional[Path] = typer.Option(None, help="Style image: AD-guided sampling (AD optimiser steps on the latent after each DDIM step)."),

@@ -2,7 +2,7 @@
 
 Side by side, the same two judges (classifiers trained on real procedural textures, `eval.recognition`)
 score three sets of images: held-out real textures (the ceiling), those real textures after the
-teacher's autoencoder round trip (what the VAE alone loses), and the teacher's text-to-image samples
+teacher's autoencoder round trip (what the VAE alone loses; also as PSNR), and the teacher's text-to-image samples
 (the figure). Chance is 1/12 for the family and 1/8 for the palette.
 """
 
@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import torch
 
-from muon_ad import DEFAULT_TEACHER
+from muon_ad import DEFAULT_GUIDANCE_SCALE, DEFAULT_TEACHER
 from muon_ad.bench.common import BenchOutput
 from muon_ad.bench.memory import require_teacher
 from muon_ad.data.procedural import PALETTES, TEXTURE_FAMILIES
+from muon_ad.eval.quality import psnr
 from muon_ad.eval.recognition import accuracy, judge, real_textures, teacher_samples, train_judges
 from muon_ad.models.teacher import load_teacher
-
-GUIDANCE_SCALE = 3.0  # the sampling default of `muon-ad sample` and the training recipe's grid
 
 
 def run(quick: bool, device: str) -> BenchOutput:
     require_teacher(DEFAULT_TEACHER)
     teacher = load_teacher(DEFAULT_TEACHER, device=device)
     size = teacher.image_size
-    config = {"teacher": DEFAULT_TEACHER, "image_size": size, "guidance_scale": GUIDANCE_SCALE,
+    config = {"teacher": DEFAULT_TEACHER, "image_size": size, "guidance_scale": DEFAULT_GUIDANCE_SCALE,
               "judge_images": 600 if quick else 2400, "judge_steps": 150 if quick else 1000, "judge_seed": 0,
               "real_images": 120 if quick else 480, "real_seed": 1,
               "samples_per_family": 2 if quick else 16, "sampling_steps": 15 if quick else 30, "sample_seed": 0}
@@ -33,7 +32,7 @@ def run(quick: bool, device: str) -> BenchOutput:
     with torch.no_grad():
         reconstructed = teacher.decode_latents(teacher.encode_images(real)).cpu()
     samples, asked = teacher_samples(teacher, config["samples_per_family"], config["sampling_steps"],
-                                     GUIDANCE_SCALE, config["sample_seed"])
+                                     DEFAULT_GUIDANCE_SCALE, config["sample_seed"])
     scores = {"real": accuracy(judge(judges, real), truth), "vae": accuracy(judge(judges, reconstructed), truth),
               "samples": accuracy(judge(judges, samples.cpu()), asked)}
     metrics: dict[str, float] = {"family_accuracy": scores["samples"]["family"],
@@ -41,6 +40,7 @@ def run(quick: bool, device: str) -> BenchOutput:
     for kind in ("real", "vae"):
         metrics[f"family_accuracy_{kind}"] = scores[kind]["family"]
         metrics[f"palette_accuracy_{kind}"] = scores[kind]["palette"]
+    metrics["autoencoder_psnr_db"] = psnr(reconstructed, real)  # what the VAE round trip loses, in pixels
     metrics["family_chance"] = 1 / len(TEXTURE_FAMILIES)
     metrics["palette_chance"] = 1 / len(PALETTES)
     metrics.update({key: value for key, value in scores["samples"].items() if key.startswith("family_")})

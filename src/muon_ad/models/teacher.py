@@ -23,7 +23,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from muon_ad import DEFAULT_TEACHER
+from muon_ad import DEFAULT_GUIDANCE_SCALE, DEFAULT_TEACHER
 from muon_ad.errors import UserError
 _REQUIRED = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
@@ -97,7 +97,7 @@ class Teacher:
         return images.clamp(-1, 1)
 
     @torch.no_grad()
-    def sample(self, prompts: list[str], steps: int = 30, guidance_scale: float = 3.0, seed: int = 0) -> torch.Tensor:
+    def sample(self, prompts: list[str], steps: int = 30, guidance_scale: float = DEFAULT_GUIDANCE_SCALE, seed: int = 0) -> torch.Tensor:
         """Images (N, 3, H, W) in [-1, 1] drawn with diffusers' StableDiffusionPipeline (DDIM)."""
         pipe = self.pipeline()
         pipe.set_progress_bar_config(disable=True)

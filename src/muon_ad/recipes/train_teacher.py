@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from diffusers.training_utils import EMAModel, compute_snr
 from tqdm.auto import tqdm
 
+from muon_ad import DEFAULT_GUIDANCE_SCALE
 from muon_ad.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from muon_ad.config import save_config
 from muon_ad.data.bank import ImageBank
@@ -61,7 +62,7 @@ class TeacherTrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     sample_steps: int = 30
-    guidance_scale: float = 3.0
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
 
 
 @dataclass

@@ -14,6 +14,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from muon_ad import DEFAULT_GUIDANCE_SCALE
 from muon_ad.attention.capture import LayerSpec
 from muon_ad.models.teacher import Teacher
 from muon_ad.synthesis.ad_loop import ADObjective, History, ad_step, make_latent_optimizer, resolve_lr, split_samples
@@ -24,7 +25,7 @@ GUIDED_LR = {"adam": 0.015, "muon": 0.015}
 
 
 def guided_sample(
-    teacher: Teacher, prompts: list[str], style: Image.Image, steps: int = 30, guidance_scale: float = 3.0,
+    teacher: Teacher, prompts: list[str], style: Image.Image, steps: int = 30, guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
     seed: int = 0, ad_iters: int = 3, optimizer: str = "adam", lr: float | None = None, layers: LayerSpec = None,
     progress: bool = True,
 ) -> tuple[Tensor, History]:
