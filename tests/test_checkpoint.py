@@ -3,7 +3,7 @@ import random
 import numpy as np
 import torch
 
-from muon_ad.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from muon_ad.training.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
 def test_round_trip_of_weights_optimizer_and_rng(tmp_path):

@@ -4,7 +4,7 @@ import json
 import re
 
 from muon_ad.eval.report import VERDICTS
-from muon_ad.recipes.demo import run_demo
+from muon_ad.demo import run_demo
 
 
 def _table_rows(markdown: str, header: str) -> list[list[str]]:

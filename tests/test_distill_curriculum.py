@@ -1,9 +1,13 @@
 import math
+from pathlib import Path
 
 import pytest
 
-from muon_ad.distill.curriculum import Curriculum, CurriculumConfig, PhaseConfig
+from muon_ad.config import load_config
+from muon_ad.distill.curriculum import Curriculum, CurriculumConfig, PhaseConfig, check_hooks
 from muon_ad.errors import UserError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def config(**kwargs) -> CurriculumConfig:
@@ -69,3 +73,28 @@ def test_resumed_curriculum_continues_without_re_entering_the_phase():
 def test_the_first_phase_needs_a_content_weight():
     with pytest.raises(UserError, match="style_alignment.content_weight"):
         CurriculumConfig(style_alignment=PhaseConfig(content_weight=None))
+
+
+class _Hook:
+    def __init__(self, prunes: bool = False, quantises: bool = False):
+        self.prunes, self.quantises = prunes, quantises
+
+    def __call__(self, plan, student, optimizer) -> None:
+        pass
+
+
+def test_compression_asked_for_with_no_hook_to_do_it_is_refused():
+    asks = config()  # keep 0.95 -> 0.7 in phase 1, QAT in phase 3
+    with pytest.raises(UserError, match="style_alignment.keep_rate=.*no pruning hook"):
+        check_hooks(asks, [])
+    with pytest.raises(UserError, match="joint_optimisation.qat=true.*no QAT hook"):
+        check_hooks(asks, [_Hook(prunes=True)])
+    check_hooks(asks, [_Hook(prunes=True), _Hook(quantises=True)])
+    check_hooks(CurriculumConfig(), [])  # the defaults ask only for what runs
+
+
+def test_the_shipped_configs_ask_only_for_what_runs():
+    from muon_ad.recipes.distill import DistillConfig
+
+    for name in ("stylize-cpu", "stylize-gpu"):
+        check_hooks(load_config(DistillConfig, CONFIGS / f"{name}.yaml", []).curriculum, [])

@@ -11,7 +11,7 @@ from muon_ad.distill.curriculum import CurriculumConfig, PhaseConfig
 from muon_ad.distill.data import DistillDataConfig
 from muon_ad.models.student import StudentConfig, load_student
 from muon_ad.models.teacher import TinyTeacherConfig, build_tiny_teacher, save_teacher
-from muon_ad.recipes.distill import DistillTrainConfig, StylizeConfig, ValidationConfig, as_baseline, distill
+from muon_ad.recipes.distill import DistillTrainConfig, DistillConfig, ValidationConfig, as_baseline, distill
 
 STUDENT = StudentConfig(base_channels=8, stem_stride=2, heads=2, style_channels=(8, 16), style_dim=16, style_grid=2,
                         style_size=32, norm_groups=4)
@@ -26,11 +26,11 @@ def teacher(tmp_path_factory):
     return str(save_teacher(build_tiny_teacher(cfg, ["a"]), tmp_path_factory.mktemp("teacher") / "teacher"))
 
 
-def recipe(teacher, out, steps=(2, 2, 2), lr=3e-3, count=8) -> StylizeConfig:
+def recipe(teacher, out, steps=(2, 2, 2), lr=3e-3, count=8) -> DistillConfig:
     phases = [PhaseConfig(steps=steps[0], batch_size=2, lr=lr, style_weight=0.8, content_weight=0.2),
               PhaseConfig(steps=steps[1], batch_size=2, lr=lr / 2, content_weight=None, adapt_content_weight=True),
               PhaseConfig(steps=steps[2], batch_size=2, lr=lr / 10, content_weight=None, freeze_style_encoder=True)]
-    return StylizeConfig(
+    return DistillConfig(
         student=STUDENT,
         curriculum=CurriculumConfig(*phases, warmup_steps=1),
         data=DistillDataConfig(content_count=count, style_count=count, val_pairs=4),
@@ -112,8 +112,8 @@ def test_baseline_is_the_same_recipe_on_adamw_without_projection(teacher, tmp_pa
 
 def test_cpu_config_spells_out_the_defaults_and_gpu_config_is_the_authors_shape():
     configs = Path(__file__).parents[1] / "configs"
-    assert load_config(StylizeConfig, configs / "stylize-cpu.yaml") == StylizeConfig()
-    gpu = load_config(StylizeConfig, configs / "stylize-gpu.yaml")
+    assert load_config(DistillConfig, configs / "stylize-cpu.yaml") == DistillConfig()
+    gpu = load_config(DistillConfig, configs / "stylize-gpu.yaml")
     shape = gpu.student.base_channels, gpu.student.channel_mult, gpu.student.heads, gpu.student.attention_levels
     assert shape == (64, (1, 2, 4), 8, 2)
     assert [(p.steps, p.batch_size) for _, p in gpu.curriculum.phases()] == [(500, 32), (1000, 32), (1500, 16)]

@@ -6,7 +6,8 @@ from muon_ad.models.student import Student, StudentConfig
 from muon_ad.runtime import sources
 from muon_ad.runtime.sources import FrameWriter, open_source, synthetic_frames
 from muon_ad.runtime.stream import run_stream
-from muon_ad.runtime.stylizer import OnnxModel, Stylizer
+from muon_ad.runtime.backends import OnnxStudent, TorchStudent, encode_style, run_student
+from muon_ad.runtime.stylizer import Stylizer
 
 TINY = StudentConfig(base_channels=8, channel_mult=(1, 2), attention_levels=1, heads=2, style_channels=(8, 8),
                      style_dim=16, style_grid=2, style_size=16)
@@ -14,7 +15,9 @@ TINY = StudentConfig(base_channels=8, channel_mult=(1, 2), attention_levels=1, h
 
 def _student() -> Student:
     torch.manual_seed(0)
-    return Student(TINY).eval()
+    student = Student(TINY).eval()
+    torch.nn.init.normal_(student.head[2].weight, std=0.05)  # not the identity map an untrained student is
+    return student
 
 
 def _style() -> torch.Tensor:
@@ -67,18 +70,19 @@ def test_stylizer_matches_the_student_and_skips_only_unchanged_frames():
     with torch.no_grad():
         expected = student(frames[1].unsqueeze(0), style.unsqueeze(0))[0]
 
-    every = Stylizer(student, style, skip_threshold=0.0)
+    every = Stylizer(TorchStudent(student), style, skip_threshold=0.0)
     outputs = [every(f) for f in frames]
     assert torch.allclose(outputs[1], expected, atol=1e-5)
 
-    skipping = Stylizer(student, style, skip_threshold=1e-3)
+    skipping = Stylizer(TorchStudent(student), style, skip_threshold=1e-3)
     stats = run_stream(frames, skipping, sink=None, progress=False)
     # 14 frames: pan 0-4, hold 5-7, pan back 8-11, hold 12-13 -> 3 + 2 frames identical to their predecessor.
     assert (stats.frames, stats.stylised, stats.skipped) == (14, 9, 5)
     assert len(stats.model_ms) == 9 and stats.fps > 0 and stats.model_fps > 0
 
     collected = []
-    run_stream(frames, Stylizer(student, style, skip_threshold=1e-3), sink=collected.append, progress=False)
+    run_stream(frames, Stylizer(TorchStudent(student), style, skip_threshold=1e-3), sink=collected.append,
+               progress=False)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(collected, outputs))  # skipping changes nothing here
 
 
@@ -86,12 +90,40 @@ def test_a_slow_drift_is_caught_up_with_instead_of_skipped_forever():
     student, style = _student(), _style()
     base = torch.zeros(3, 16, 16)
     frames = [base + 0.004 * i for i in range(10)]  # each frame differs from the last by 0.004
-    stylizer = Stylizer(student, style, skip_threshold=0.01)
+    stylizer = Stylizer(TorchStudent(student), style, skip_threshold=0.01)
     ran = []
     for frame in frames:
         stylizer(frame)
         ran.append(not stylizer.skipped)
     assert ran == [True, False, False, True, False, False, True, False, False, True]
+
+
+def test_one_preprocessing_path_for_any_content_and_style_size():
+    student, backend = _student(), TorchStudent(_student())
+    content = torch.rand(2, 3, 37, 50, generator=torch.Generator().manual_seed(1)) * 2 - 1  # not multiples of 4
+    wide_style = torch.rand(3, 16, 40, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    out = run_student(backend, content, encode_style(backend, wide_style))
+    assert out.shape == content.shape and out.abs().max() <= 1
+    square = wide_style[:, :, 12:28]  # the centre square: the style is cropped, never squashed
+    with torch.no_grad():
+        expected = student(content, square.unsqueeze(0))
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+class _ModuleBackend:
+    """Any (content, style) -> image module as a backend whose style code is the style image."""
+
+    multiple, style_size = 1, None
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def style_code(self, styles: torch.Tensor) -> torch.Tensor:
+        return styles
+
+    @torch.no_grad()
+    def run(self, contents: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        return self.model(contents, code)
 
 
 class _TwoInputModel(torch.nn.Module):
@@ -112,6 +144,6 @@ def test_onnx_runtime_path_gives_the_torch_output(tmp_path):
     content = torch.rand(1, 3, 32, 32) * 2 - 1
     torch.onnx.export(model, (content, style.unsqueeze(0)), tmp_path / "model.onnx", dynamo=False,
                       input_names=["content", "style"], output_names=["image"])
-    onnx_stylizer = Stylizer(OnnxModel(tmp_path / "model.onnx", threads=1), style)
-    torch_stylizer = Stylizer(model, style)
+    onnx_stylizer = Stylizer(OnnxStudent(tmp_path / "model.onnx", threads=1), style)
+    torch_stylizer = Stylizer(_ModuleBackend(model), style)
     assert torch.allclose(onnx_stylizer(content[0]), torch_stylizer(content[0]), atol=1e-5)

@@ -37,7 +37,7 @@ def test_style_changes_the_output_and_cached_tokens_give_the_same_image():
     content, styles = images(2, 3, 24, 24), images(2, 3, 16, 16, seed=1)
     with torch.no_grad():
         out = model(content, styles)
-        assert torch.equal(model.stylize(content, model.encode_style(styles)), out)
+        assert torch.equal(model.apply_style(content, model.encode_style(styles)), out)
         assert (model(content, styles.flip(0)) - out).abs().mean() > 1e-3
 
 

@@ -148,21 +148,18 @@ def _stylize_with_student(folder: Path, content: Path, style: Path, size: Option
     """The student's path: content + style → stylised image in one forward pass (content keeps its aspect)."""
     import time
 
-    import torch
-
-    from muon_ad.data.images import load_rgb, resize_crop, save_image_atomic, to_tensor
-    from muon_ad.models.student import load_student
+    from muon_ad.data.images import load_rgb, save_image_atomic, to_tensor
+    from muon_ad.runtime import encode_style, load_backend, run_student
 
     _png(out)
-    model = load_student(folder)
+    backend = load_backend(folder)
     content_image, style_image = load_rgb(content), load_rgb(style)
     if size is not None:
         scale = size / min(content_image.size)
         content_image = content_image.resize((round(content_image.width * scale), round(content_image.height * scale)))
-    with torch.no_grad():
-        start = time.perf_counter()
-        image = model(to_tensor(content_image)[None], to_tensor(resize_crop(style_image, model.config.style_size))[None])
-        seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    image = run_student(backend, to_tensor(content_image), encode_style(backend, to_tensor(style_image)))
+    seconds = time.perf_counter() - start
     save_image_atomic(image[0], out)
     typer.echo(f"wrote {out} (student, {seconds * 1000:.0f} ms)")
 
@@ -200,9 +197,9 @@ def distill_command(
 ) -> None:
     """Distil the real-time stylisation student from the frozen teacher (resumes from its last checkpoint)."""
     from muon_ad.config import load_config
-    from muon_ad.recipes.distill import StylizeConfig, as_baseline, distill
+    from muon_ad.recipes.distill import DistillConfig, as_baseline, distill
 
-    cfg = load_config(StylizeConfig, config, overrides or [])
+    cfg = load_config(DistillConfig, config, overrides or [])
     if baseline:
         cfg = as_baseline(cfg)
     folder = distill(cfg)
@@ -223,12 +220,12 @@ def evaluate_command(
     """FID/KID (and SSIM/PSNR with pairs) of a student checkpoint or an image folder, as JSON and Markdown."""
     import json
 
-    from muon_ad.checkpoint import write_text_atomic
+    from muon_ad.io import write_text_atomic
     from muon_ad.data.images import save_image_atomic
     from muon_ad.eval import evaluate_images, to_markdown
     from muon_ad.eval.domain_features import DomainFeatures
     from muon_ad.eval.stylization import builtin_domain_features, builtin_pairs, evaluate_stylized, stylize_pairs
-    from muon_ad.models.student import load_student
+    from muon_ad.runtime import load_backend
 
     is_student = (target / "config.json").is_file() and (target / "model.safetensors").is_file()
     if not is_student and real is None:
@@ -243,7 +240,7 @@ def evaluate_command(
     out.mkdir(parents=True, exist_ok=True)
     if is_student:
         contents, styles = builtin_pairs(count, size)
-        images = stylize_pairs(load_student(target), contents, styles)
+        images = stylize_pairs(load_backend(target), contents, styles)
         for i, image in enumerate(images):
             save_image_atomic(image, out / "images" / f"{i:05d}.png")
         metrics = evaluate_stylized(images, contents, styles, feature, feature_path)
@@ -272,10 +269,10 @@ def stream_command(
     from contextlib import nullcontext
 
     from muon_ad.data.images import load_rgb, to_tensor
-    from muon_ad.runtime import FrameWriter, Stylizer, default_student, load_model, open_source, run_stream
+    from muon_ad.runtime import FrameWriter, Stylizer, default_student, load_backend, open_source, run_stream
 
     source = open_source(source_spec, size, frames)
-    stylizer = Stylizer(load_model(student or default_student(), device), to_tensor(load_rgb(style)), skip_threshold, device)
+    stylizer = Stylizer(load_backend(student or default_student(), device), to_tensor(load_rgb(style)), skip_threshold)
     with FrameWriter(out, fps) if out is not None else nullcontext() as writer:
         stats = run_stream(source, stylizer, sink=writer.write if writer is not None else None)
     typer.echo(f"{stats.frames} frames ({stats.stylised} stylised, {stats.skipped} skipped): {stats.fps:.1f} FPS end to end, "
@@ -289,7 +286,7 @@ def demo_command(
 ) -> None:
     """The whole method on built-in data: teacher, AD (Adam vs Muon), distillation (Muon-AD vs AdamW),
     evaluation, real-time and memory benchmarks, a stylised stream; writes an HTML + Markdown report."""
-    from muon_ad.recipes.demo import run_demo
+    from muon_ad.demo import run_demo
 
     index = run_demo(out, quick=quick)
     typer.echo(f"report: {index} (and {index.parent / 'report.md'})")

@@ -40,7 +40,7 @@ from PIL import Image
 from torch import Tensor
 
 from muon_ad import DEFAULT_TEACHER
-from muon_ad.bench.common import BenchOutput, BenchUnavailable, median
+from muon_ad.bench.common import BenchOutput, median, require_teacher
 from muon_ad.data.images import save_image_atomic
 from muon_ad.data.procedural import make_scene, make_texture
 from muon_ad.models.teacher import Teacher, load_teacher
@@ -236,8 +236,7 @@ def measure(teacher: Teacher, settings: Settings, picture: str | Path | None = N
 
 
 def run(quick: bool, device: str) -> BenchOutput:
-    if not (Path(DEFAULT_TEACHER) / "unet").is_dir():
-        raise BenchUnavailable(f"no teacher at {DEFAULT_TEACHER}: run muon-ad train-teacher configs/teacher-tiny.yaml")
+    require_teacher(DEFAULT_TEACHER)
     teacher = load_teacher(DEFAULT_TEACHER, device=device)
     picture = Path("bench-results") / f"ad-convergence{'-quick' if quick else ''}.png"
     return measure(teacher, QUICK if quick else FULL, picture)

@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from muon_ad import DEFAULT_TEACHER
-from muon_ad.bench.common import BenchOutput, BenchUnavailable, median
+from muon_ad.bench.common import BenchOutput, median, require_teacher
 from muon_ad.config import to_dict
 from muon_ad.models.student import StudentConfig
-from muon_ad.recipes.distill import StylizeConfig, as_baseline, distill
+from muon_ad.recipes.distill import DistillConfig, as_baseline, distill
 
 
 @dataclass
@@ -47,9 +47,9 @@ QUICK = Settings(steps=12, batch_size=2, val_every=4, val_pairs=4, images=12, fi
                  student=StudentConfig(base_channels=8, heads=2, style_channels=(8, 16), style_dim=16, norm_groups=4))
 
 
-def bench_config(settings: Settings, out: Path, device: str) -> StylizeConfig:
+def bench_config(settings: Settings, out: Path, device: str) -> DistillConfig:
     """The Muon-AD recipe at the bench's size (the baseline is `as_baseline` of it)."""
-    cfg = StylizeConfig()
+    cfg = DistillConfig()
     if settings.student is not None:
         cfg.student = settings.student
     n, b = settings.steps, settings.batch_size
@@ -126,7 +126,6 @@ def measure(settings: Settings, out: Path, device: str) -> BenchOutput:
 
 
 def run(quick: bool, device: str) -> BenchOutput:
-    if not (Path(DEFAULT_TEACHER) / "unet").is_dir():
-        raise BenchUnavailable(f"no teacher at {DEFAULT_TEACHER}: run muon-ad train-teacher configs/teacher-tiny.yaml")
+    require_teacher(DEFAULT_TEACHER)
     out = Path("bench-results") / f"distill-convergence{'-quick' if quick else ''}-runs"
     return measure(QUICK if quick else FULL, out, device)

@@ -21,50 +21,11 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from muon_ad import DEFAULT_TEACHER
-from muon_ad.bench.common import BenchOutput, BenchUnavailable
-from muon_ad.data.procedural import make_scene, make_texture
+from muon_ad.bench.common import SEED, BenchOutput, require_teacher, sample_pair, student_workload, trained_student
 from muon_ad.eval.profile import peak_memory_mb
-
-SEED = 12345  # not the teacher's data seed: the images are new to every model
-
-
-def require_teacher(teacher: str | Path) -> None:
-    if not (Path(teacher) / "unet").is_dir():
-        raise BenchUnavailable(f"no teacher at {teacher}: run muon-ad train-teacher configs/teacher-tiny.yaml")
-
-
-def sample_pair(resolution: int) -> tuple[Image.Image, Image.Image]:
-    """A procedural (content, style) pair at `resolution`, the same for every benchmark run."""
-    rng = np.random.default_rng(SEED)
-    content, _ = make_scene(resolution, rng, "landscape")
-    return Image.fromarray(content), Image.fromarray(make_texture("stripes", "blue_orange", resolution, rng))
-
-
-def build_student(student: str | Path | None):
-    """A saved student, or (None) a freshly initialised one of the default architecture: speed and memory
-    depend on the architecture, not on the weights."""
-    from muon_ad.models.student import Student, StudentConfig, load_student
-
-    if student is not None:
-        return load_student(student)
-    torch.manual_seed(SEED)
-    return Student(StudentConfig()).eval()
-
-
-def student_workload(student: str | Path | None, resolution: int, frames: int, device: str) -> None:
-    from muon_ad.data.images import to_tensor
-    from muon_ad.runtime.stylizer import Stylizer
-
-    content, style = sample_pair(resolution)
-    stylizer = Stylizer(build_student(student).to(device), to_tensor(style), device=device)
-    for _ in range(frames):
-        stylizer(to_tensor(content))
-
 
 def teacher_ad_workload(teacher: str | Path, resolution: int, steps: int, device: str) -> None:
     from muon_ad.models.teacher import load_teacher
@@ -115,14 +76,6 @@ def measure(teacher: str | Path, student: str | Path | None, resolution: int, de
     baseline = (f"teacher ({what}) doing optimisation-based AD style transfer and DDIM sampling at the same "
                 f"{resolution} px; quantised student: not built yet, so quant_peak_mb is absent")
     return BenchOutput(config=config, metrics=metrics, baseline=baseline)
-
-
-def trained_student() -> Path | None:
-    """The student `muon-ad distill` saved, if there is one (its architecture is what deployment runs)."""
-    from muon_ad.runtime.stylizer import default_student
-
-    folder = default_student()
-    return folder if (folder / "config.json").is_file() else None
 
 
 def run(quick: bool, device: str) -> BenchOutput:

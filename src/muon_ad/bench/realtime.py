@@ -26,8 +26,16 @@ from pathlib import Path
 import torch
 
 from muon_ad import DEFAULT_TEACHER
-from muon_ad.bench.common import BenchOutput, median, time_ms
-from muon_ad.bench.memory import build_student, require_teacher, sample_pair, student_workload, trained_student
+from muon_ad.bench.common import (
+    BenchOutput,
+    median,
+    require_teacher,
+    sample_pair,
+    student_backend,
+    student_workload,
+    time_ms,
+    trained_student,
+)
 from muon_ad.data.images import to_tensor
 from muon_ad.eval.profile import measure_latency, peak_memory_mb
 from muon_ad.models.teacher import Teacher, load_teacher
@@ -40,7 +48,7 @@ SAMPLING_STEPS = 30
 
 def student_fps(student: str | Path | None, resolution: int, repeats: int, device: str) -> dict:
     content, style = (to_tensor(image) for image in sample_pair(resolution))
-    stylizer = Stylizer(build_student(student).to(device), style, device=device)
+    stylizer = Stylizer(student_backend(student, device), style)
     return measure_latency(lambda: stylizer(content), repeats=repeats, warmup=2, device=device)
 
 

@@ -11,7 +11,7 @@ import torch
 
 from muon_ad.bench import BENCHMARKS
 from muon_ad.bench.common import BenchOutput, BenchUnavailable
-from muon_ad.checkpoint import write_text_atomic
+from muon_ad.io import write_text_atomic
 from muon_ad.errors import UserError
 
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 
 from muon_ad import DEFAULT_GUIDANCE_SCALE, DEFAULT_TEACHER
-from muon_ad.bench.common import BenchOutput
-from muon_ad.bench.memory import require_teacher
+from muon_ad.bench.common import BenchOutput, require_teacher
 from muon_ad.data.procedural import PALETTES, TEXTURE_FAMILIES
 from muon_ad.eval.quality import psnr
 from muon_ad.eval.recognition import accuracy, judge, real_textures, teacher_samples, train_judges

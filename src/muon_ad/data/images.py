@@ -9,7 +9,6 @@ Tensors follow the project convention: float (3, H, W) in [-1, 1].
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 from PIL import Image, ImageOps
 
 from muon_ad.errors import UserError
+from muon_ad.io import write_atomic
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -149,32 +149,15 @@ def to_pil(image: torch.Tensor | np.ndarray | Image.Image) -> Image.Image:
 
 
 def save_image_atomic(image: torch.Tensor | np.ndarray | Image.Image, path: str | os.PathLike) -> Path:
-    """Save so that `path` is either the old file or the complete new one, never half written:
-    write a temporary file in the same folder (same filesystem) and os.replace it into place."""
+    """Save so that `path` is either the old file or the complete new one, never half written (`io.write_atomic`)."""
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise UserError(f"{path}: unknown image extension {path.suffix!r}; use e.g. .png or .jpg")
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = to_pil(image)
     if fmt == "JPEG" and img.mode not in ("RGB", "L"):
         img = to_rgb(img)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format=fmt)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; an image is an ordinary, shareable file
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return write_atomic(path, lambda f: img.save(f, format=fmt))
 
 
 class SkipSummary:

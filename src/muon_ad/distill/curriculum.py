@@ -1,14 +1,15 @@
 """The three-phase curriculum that drives student distillation, step by step.
 
-1. style alignment: style weight 0.8 / content 0.2, lr 1e-3, light pruning (keep 0.95 → 0.7);
+1. style alignment: style weight 0.8 / content 0.2, lr 1e-3 (the authors: light pruning, keep 0.95 → 0.7);
 2. content refinement: lr 5e-4, the content weight λ adapted toward an SSIM target (0.85) between the
-   student's images and their content images, keep ≥ 0.6;
-3. joint optimisation: lr 1e-4, the style encoder frozen, keep 0.4, quantisation-aware training.
+   student's images and their content images (the authors: keep ≥ 0.6);
+3. joint optimisation: lr 1e-4, the style encoder frozen (the authors: keep 0.4, quantisation-aware training).
 
 `Curriculum.plan(step)` says what a step does (phase, lr, batch size, loss weights, frozen parts) and
-carries the hooks for later compression work: `keep_rate` (the fraction of heads/channels a pruner
-should keep at this step, linear over each phase) and `qat` (fake-quantise from here on). The trainer
-applies the plan; pruning and quantisation plug in as step hooks that read it.
+what compression it asks for: `keep_rate` (the fraction of heads/channels a pruner should keep at this
+step, linear over each phase) and `qat` (fake-quantise from here on). The trainer applies the plan;
+pruning and quantisation plug in as `StepHook`s that read it. A curriculum asking for compression that
+no registered hook performs is refused (`check_hooks`), so a config never claims work nothing does.
 
 λ adaptation is a multiplicative controller, λ ← λ·exp(gain·(target − SSIM)), fed with each training
 batch's SSIM: below the target the content weight grows, above it the weight shrinks, so the
@@ -18,9 +19,14 @@ student trades style for structure until the SSIM settles near the target.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from muon_ad.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -31,23 +37,24 @@ class PhaseConfig:
     style_weight: float = 0.8  # weight of L_distill
     content_weight: float | None = 0.2  # λ, the weight of L_content; None carries over the previous phase's λ
     adapt_content_weight: bool = False  # steer λ toward the SSIM target during this phase
-    keep_rate: tuple[float, float] = (1.0, 1.0)  # pruning keep rate at the phase's start and end
+    keep_rate: tuple[float, float] = (1.0, 1.0)  # pruning keep rate at the phase's start and end (needs a pruning hook)
     freeze_style_encoder: bool = False
-    qat: bool = False  # quantisation-aware training during this phase
+    qat: bool = False  # quantisation-aware training during this phase (needs a QAT hook)
 
 
+# No pruning or QAT by default: no hook performs them yet (the authors' keep rates are in the module docstring).
 def _style_alignment() -> PhaseConfig:
-    return PhaseConfig(steps=150, batch_size=8, lr=1e-3, style_weight=0.8, content_weight=0.2, keep_rate=(0.95, 0.7))
+    return PhaseConfig(steps=150, batch_size=8, lr=1e-3, style_weight=0.8, content_weight=0.2)
 
 
 def _content_refinement() -> PhaseConfig:
     return PhaseConfig(steps=300, batch_size=8, lr=5e-4, style_weight=0.8, content_weight=None,
-                       adapt_content_weight=True, keep_rate=(0.7, 0.6))
+                       adapt_content_weight=True)
 
 
 def _joint_optimisation() -> PhaseConfig:
     return PhaseConfig(steps=450, batch_size=4, lr=1e-4, style_weight=0.8, content_weight=None,
-                       keep_rate=(0.4, 0.4), freeze_style_encoder=True, qat=True)
+                       freeze_style_encoder=True)
 
 
 @dataclass
@@ -99,6 +106,28 @@ class StepPlan:
     freeze_style_encoder: bool
     qat: bool
     phase_started: bool  # the first step of a phase: the trainer logs the change
+
+
+class StepHook(Protocol):
+    """Runs before every training step with the step's plan, the student and the optimizer: where pruning
+    (reading `plan.keep_rate`; masks through `optimizer.set_mask`) and quantisation-aware training (`plan.qat`)
+    plug in. `prunes` / `quantises` say which of the curriculum's requests the hook performs."""
+
+    prunes: bool
+    quantises: bool
+
+    def __call__(self, plan: StepPlan, student: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None: ...
+
+
+def check_hooks(cfg: CurriculumConfig, hooks: Sequence[StepHook]) -> None:
+    """Refuse, in one line, a curriculum that asks for pruning or QAT that none of `hooks` performs."""
+    for name, phase in cfg.phases():
+        if min(phase.keep_rate) < 1.0 and not any(hook.prunes for hook in hooks):
+            raise UserError(f"curriculum.{name}.keep_rate={list(phase.keep_rate)} asks for pruning, but no pruning "
+                            "hook is registered (pruning is not built yet): set it to [1.0, 1.0]")
+        if phase.qat and not any(hook.quantises for hook in hooks):
+            raise UserError(f"curriculum.{name}.qat=true asks for quantisation-aware training, but no QAT hook is "
+                            "registered (QAT is not built yet): set it to false")
 
 
 class Curriculum:

@@ -3,11 +3,13 @@
 Content: the built-in scenes, COCO-Stuff, or any image folder. Styles: the built-in textures, WikiArt,
 a DTD-style texture folder, or any image folder. Each source becomes an `ImageBank` (uint8, so a step
 costs a gather, not a decode) of at most `count` images (a seeded random subset of a larger folder);
-its last `val_pairs` images are held out as the fixed validation set.
+its last `val_pairs` images are held out as the fixed validation set. A `PairSet` holds a content and a
+style bank with their teacher latents, encoded once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -15,8 +17,8 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from muon_ad.data import COCOStuff, ImageFolder, ProceduralScenes, ProceduralTextures, StyleFolder, TextureFolder
-from muon_ad.errors import UserError
 from muon_ad.data.bank import ImageBank
+from muon_ad.errors import UserError
 
 CONTENT_SOURCES = ("scenes", "coco-stuff", "folder")
 STYLE_SOURCES = ("textures", "wikiart", "dtd", "folder")
@@ -80,3 +82,26 @@ def build_banks(cfg: DistillDataConfig, size: int) -> tuple[LabelledBank, Labell
             raise UserError(f"data.{role}: {len(bank.images)} images, but data.val_pairs={cfg.val_pairs} are held out")
         banks.append(bank)
     return banks[0], banks[1]
+
+
+@dataclass
+class PairSet:
+    """Images (uint8 banks) and their teacher latents: content and style."""
+
+    content: LabelledBank
+    style: LabelledBank
+    content_latents: torch.Tensor
+    style_latents: torch.Tensor
+
+    @classmethod
+    def encode(cls, content: LabelledBank, style: LabelledBank, encode: Callable[[torch.Tensor], torch.Tensor],
+               device: torch.device) -> PairSet:
+        """The banks with their latents (`encode`: images → latents), encoded once: the VAE is frozen and
+        references need no graph."""
+        latents = [encode(bank.batch(slice(None)).to(device)) for bank in (content, style)]
+        return cls(content, style, *latents)
+
+    def batch(self, content_index: torch.Tensor, style_index: torch.Tensor, device: torch.device):
+        """(content images, style images, content latents, style latents) of the pairs at the indices."""
+        return (self.content.batch(content_index).to(device), self.style.batch(style_index).to(device),
+                self.content_latents[content_index], self.style_latents[style_index])

@@ -11,8 +11,9 @@ trained on the built-in data). Scores from the second are labelled FID-domain / 
 
 from __future__ import annotations
 
+import logging
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from muon_ad.errors import UserError
-from muon_ad.eval.domain_features import DomainFeatures
+from muon_ad.eval.domain_features import DomainFeatures, train_domain_features
 from muon_ad.eval.inception import load_fid_inception
 
 FeatureExtractor = Literal["inception", "domain"]
@@ -30,6 +31,8 @@ Images = Tensor | Iterable[Tensor]  # (N,3,H,W) in [-1,1], or an iterable of (3,
 
 # How each extractor's scores are named in reports: "FID" means the standard Inception FID, nothing else.
 FID_LABELS: dict[str, str] = {"inception": "FID", "domain": "FID-domain"}
+
+log = logging.getLogger("muon_ad.eval")
 
 
 def load_feature_extractor(kind: FeatureExtractor, path: str | Path | None = None) -> nn.Module:
@@ -41,6 +44,28 @@ def load_feature_extractor(kind: FeatureExtractor, path: str | Path | None = Non
             raise UserError("FID-domain needs a trained domain feature extractor folder (see train_domain_features)")
         return DomainFeatures.load(path)
     raise UserError(f"unknown feature extractor '{kind}' (choose 'inception' or 'domain')")
+
+
+def style_feature_network(
+    kind: str, path: str | Path | None, styles: Tensor, labels: Tensor, cache: Path, steps: int,
+    widths: Sequence[int], seed: int,
+) -> nn.Module:
+    """The feature network a training run scores its styles with: Inception or a given extractor folder (`path`),
+    else a FID-domain CNN trained on the labelled `styles` (N,3,H,W) in [-1,1], saved to and reused from `cache`."""
+    if kind == "inception" or path is not None:
+        return load_feature_extractor(kind, path)
+    if kind != "domain":
+        raise UserError(f"validation.fid_features={kind!r}: choose 'domain' or 'inception'")
+    if (cache / "config.json").is_file():
+        return DomainFeatures.load(cache)
+    if len(set(labels.tolist()) - {-1}) < 2:
+        raise UserError("FID-domain needs labelled styles (textures, wikiart, dtd) to train its features; "
+                        "set validation.fid_features_path or validation.fid_features=inception")
+    log.info("training the FID-domain feature network on %d style images", len(styles))
+    items = [{"image": image, "label": int(label)} for image, label in zip(styles, labels)]
+    model = train_domain_features(items, steps=steps, seed=seed, widths=widths, size=styles.shape[-1])
+    model.save(cache)
+    return model
 
 
 def iter_images(images: Images) -> Iterator[Tensor]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from muon_ad.checkpoint import write_text_atomic
+from muon_ad.io import write_text_atomic
 from muon_ad.data.images import save_image_atomic
 
 VERDICTS = ("met", "not met", "not built yet", "not run here")  # the last: built, but this run did not measure it

@@ -22,7 +22,7 @@ from muon_ad.data.procedural import ProceduralScenes, ProceduralTextures
 from muon_ad.eval.domain_features import DomainFeatures, train_domain_features
 from muon_ad.eval.evaluate import evaluate_images
 from muon_ad.eval.fid import FeatureExtractor
-from muon_ad.runtime.stylizer import Model
+from muon_ad.runtime.backends import StudentBackend, encode_style, run_student
 
 EVAL_SEED = 4242  # not 0 (teacher data, distillation content) nor 1 (distillation styles)
 
@@ -40,9 +40,10 @@ def builtin_domain_features(size: int, count: int = 480, steps: int = 300, seed:
 
 
 @torch.no_grad()
-def stylize_pairs(model: Model, contents: Tensor, styles: Tensor, batch_size: int = 16) -> Tensor:
-    """model(content i, style i) for every pair, in batches; (N, 3, H, W) in [-1, 1]."""
-    out = [model(contents[i : i + batch_size], styles[i : i + batch_size]).clamp(-1, 1)
+def stylize_pairs(backend: StudentBackend, contents: Tensor, styles: Tensor, batch_size: int = 16) -> Tensor:
+    """The student's image of (content i, style i) for every pair, in batches, through the runtime's one path
+    (what deployment runs); (N, 3, H, W) in [-1, 1]."""
+    out = [run_student(backend, contents[i : i + batch_size], encode_style(backend, styles[i : i + batch_size]))
            for i in range(0, len(contents), batch_size)]
     return torch.cat(out)
 

@@ -30,7 +30,7 @@ phase-1 steps of `muon-ad distill`, batch 8, Muon + projection, on the built-in 
 Images are (B, 3, H, W) in [-1, 1] in and out, any H and W: inputs are padded (replicate) to a multiple
 of the total downsampling and the output is cropped back. The style image is resized to `style_size`
 first, so the style code does not depend on the resolution the style happens to be stored at, and it
-can be computed once (`encode_style`) and reused for every frame of a stream (`stylize`).
+can be computed once (`encode_style`) and reused for every frame of a stream (`apply_style`).
 """
 
 from __future__ import annotations
@@ -164,17 +164,17 @@ class Student(nn.Module):
             nn.GroupNorm(cfg.norm_groups, widths[0]), nn.GELU(), nn.Conv2d(widths[0], 3 * s * s, 3, padding=1),
             nn.PixelShuffle(s),
         )
-        nn.init.zeros_(self.head[2].weight)  # an untrained student returns its content image (see `stylize`)
+        nn.init.zeros_(self.head[2].weight)  # an untrained student returns its content image (see `apply_style`)
         nn.init.zeros_(self.head[2].bias)
 
     def encode_style(self, style: Tensor) -> Tensor:
-        """Style tokens (B, style_grid², style_dim); compute once per style and pass to `stylize`."""
+        """Style tokens (B, style_grid², style_dim); compute once per style and pass to `apply_style`."""
         size = self.config.style_size
         if style.shape[-2:] != (size, size):
             style = F.interpolate(style, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         return self.style_encoder(style)
 
-    def stylize(self, content: Tensor, tokens: Tensor) -> Tensor:
+    def apply_style(self, content: Tensor, tokens: Tensor) -> Tensor:
         """The UNet pass for given style tokens (batch 1 or B).
 
         The head predicts a change of the content image in tanh-logit space, image = tanh(atanh(content) +
@@ -182,9 +182,7 @@ class Student(nn.Module):
         training starts from the content's structure (the head starts at zero) and adds the style on top.
         """
         height, width = content.shape[-2:]
-        m = self.config.downsampling
-        if height % m or width % m:
-            content = F.pad(content, (0, -width % m, 0, -height % m), mode="replicate")
+        content = pad_to_multiple(content, self.config.downsampling)
         tokens = tokens.expand(content.shape[0], *tokens.shape[1:])
         h = self.stem(content)
         skips = []
@@ -202,7 +200,16 @@ class Student(nn.Module):
         return torch.tanh(torch.atanh(content.clamp(-0.99, 0.99)) + change)[..., :height, :width]
 
     def forward(self, content: Tensor, style: Tensor) -> Tensor:
-        return self.stylize(content, self.encode_style(style))
+        return self.apply_style(content, self.encode_style(style))
+
+
+def pad_to_multiple(images: Tensor, multiple: int) -> Tensor:
+    """Pad (B,C,H,W) on the bottom and right, replicating the edge, so H and W are multiples of `multiple`;
+    crop the result back with `[..., :H, :W]`."""
+    height, width = images.shape[-2:]
+    if height % multiple or width % multiple:
+        images = F.pad(images, (0, -width % multiple, 0, -height % multiple), mode="replicate")
+    return images
 
 
 def save_student(student: Student, folder: str | Path) -> Path:

@@ -91,6 +91,16 @@ class Teacher:
         latents = posterior.sample() if sample else posterior.mean
         return latents * self.vae.config.scaling_factor
 
+    @torch.no_grad()
+    def encode_posterior(self, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unscaled VAE posterior (mean, std) of many images, encoded `batch_size` at a time (image banks)."""
+        means, stds = [], []
+        for i in range(0, len(images), batch_size):
+            posterior = self.vae.encode(images[i : i + batch_size].to(self.device, self.vae.dtype)).latent_dist
+            means.append(posterior.mean)
+            stds.append(posterior.std)
+        return torch.cat(means), torch.cat(stds)
+
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents → images in [-1, 1]."""
         images = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample

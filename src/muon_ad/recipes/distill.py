@@ -3,11 +3,12 @@
 Reads top to bottom: load the teacher → content and style banks, and their latents (once) → student,
 EMA, optimizer (Muon through `build_optimizer`), conflict projection, curriculum → resume from the last
 checkpoint if there is one → each step: the curriculum's plan (phase, lr, weights, frozen parts, hooks),
-a batch of random (content, style) pairs, the losses through the teacher, the two objectives
-L_distill = L_AD + kl_weight·L_KL (weighted by the style weight) and λ·L_content, combined with
-conflict projection, gradient clipping, optimizer step, EMA → periodic validation with the EMA weights
-on a fixed set (loss, SSIM to the content, FID-domain to the styles, a sample grid) and checkpoints →
-save the EMA student (`save_student`).
+a batch of random (content, style) pairs, the `DistillObjective` through the teacher (its two weighted
+objectives: style_weight·(L_AD + kl_weight·L_KL) and λ·L_content), combined with conflict projection,
+gradient clipping, optimizer step, EMA → periodic validation with the EMA weights on a fixed set (the
+same objective at fixed weights, SSIM to the content, FID-domain to the styles, a sample grid) and
+checkpoints → save the EMA student (`save_student`). Checkpoints, logging, EMA and autocast come from
+`muon_ad.training`.
 
 Baseline (the paper's comparison): the same recipe with AdamW everywhere and no conflict projection,
 `muon-ad distill CONFIG --baseline` (= optimizer.name=adamw distill.conflict_projection=false, writing to
@@ -19,37 +20,51 @@ grids in samples/. Ctrl-C saves a checkpoint; running the same command again res
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import csv
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from diffusers.training_utils import EMAModel
-from torch.utils.tensorboard import SummaryWriter
-from tqdm.auto import tqdm
 
-from muon_ad import DEFAULT_TEACHER
-from muon_ad.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from muon_ad import DEFAULT_DISTILL_DIR, DEFAULT_TEACHER
 from muon_ad.config import save_config
 from muon_ad.data.images import save_image_atomic
-from muon_ad.distill.curriculum import Curriculum, CurriculumConfig, StepPlan
-from muon_ad.distill.data import DistillDataConfig, LabelledBank, build_banks
-from muon_ad.distill.losses import DistillLossConfig, TeacherLosses
-from muon_ad.errors import UserError
-from muon_ad.eval import DomainFeatures, compute_fid, load_feature_extractor, ssim, train_domain_features
+from muon_ad.distill import (
+    Curriculum,
+    CurriculumConfig,
+    DistillDataConfig,
+    DistillLossConfig,
+    DistillObjective,
+    PairSet,
+    StepHook,
+    StepPlan,
+    build_banks,
+    check_hooks,
+)
+from muon_ad.eval import compute_fid, ssim
+from muon_ad.eval.fid import style_feature_network
 from muon_ad.models.student import Student, StudentConfig, save_student
 from muon_ad.models.teacher import load_teacher
 from muon_ad.optim import ConflictProjection, OptimizerConfig, build_optimizer
+from muon_ad.training import (
+    MetricLogger,
+    autocast,
+    ema_weights,
+    latest_checkpoint,
+    load_checkpoint,
+    progress_bar,
+    rng_state,
+    save_checkpoint,
+    saves_on_interrupt,
+    set_rng_state,
+)
 from muon_ad.visual import image_grid
 
 log = logging.getLogger("muon_ad.distill")
-
-Hook = Callable[[StepPlan, Student, torch.optim.Optimizer], None]
 
 
 @dataclass
@@ -67,7 +82,7 @@ class ValidationConfig:
 
 @dataclass
 class DistillTrainConfig:
-    out_dir: str = "runs/stylize-cpu"
+    out_dir: str = DEFAULT_DISTILL_DIR
     teacher: str = DEFAULT_TEACHER
     device: str = "cpu"
     amp: str = "auto"  # "auto": bf16 autocast on CUDA, none on CPU (slower there); or "bf16" / "none"
@@ -83,7 +98,7 @@ def _optimizer_defaults() -> OptimizerConfig:
 
 
 @dataclass
-class StylizeConfig:
+class DistillConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
     optimizer: OptimizerConfig = field(default_factory=_optimizer_defaults)
     distill: DistillLossConfig = field(default_factory=DistillLossConfig)
@@ -93,7 +108,7 @@ class StylizeConfig:
     train: DistillTrainConfig = field(default_factory=DistillTrainConfig)
 
 
-def as_baseline(cfg: StylizeConfig) -> StylizeConfig:
+def as_baseline(cfg: DistillConfig) -> DistillConfig:
     """The paper's baseline: the same recipe with AdamW everywhere and no conflict projection."""
     baseline = copy.deepcopy(cfg)
     baseline.optimizer.name = "adamw"
@@ -102,38 +117,20 @@ def as_baseline(cfg: StylizeConfig) -> StylizeConfig:
     return baseline
 
 
-@dataclass
-class PairSet:
-    """Images (uint8 banks) and their teacher latents: content and style."""
-
-    content: LabelledBank
-    style: LabelledBank
-    content_latents: torch.Tensor
-    style_latents: torch.Tensor
-
-    @classmethod
-    def encode(cls, content: LabelledBank, style: LabelledBank, losses: TeacherLosses, device: torch.device) -> PairSet:
-        """The banks with their latents, encoded once (the VAE is frozen and references need no graph)."""
-        latents = [losses.encode(bank.batch(slice(None)).to(device)) for bank in (content, style)]
-        return cls(content, style, *latents)
-
-    def batch(self, content_index: torch.Tensor, style_index: torch.Tensor, device: torch.device):
-        return (self.content.batch(content_index).to(device), self.style.batch(style_index).to(device),
-                self.content_latents[content_index], self.style_latents[style_index])
-
-
 LOG_FIELDS = ["step", "phase", "lr", "batch_size", "loss", "ad", "content", "kl", "style_weight", "content_weight",
-              "ssim", "grad_norm", "keep_rate", "qat", "conflict_acted", "seconds"]
+              "ssim", "grad_norm", "conflict_acted", "seconds"]
 VAL_FIELDS = ["step", "val_loss", "ad", "content", "kl", "ssim", "fid"]
 
 
-def distill(cfg: StylizeConfig, hooks: Sequence[Hook] = ()) -> Path:
+def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
     """Run (or resume) the recipe; returns the folder of the saved (EMA) student.
 
     `hooks` run before every step with the step's plan, the student and the optimizer: the plug-in point
-    for pruning (plan.keep_rate; `optimizer.set_mask`) and quantisation-aware training (plan.qat).
+    for pruning (plan.keep_rate) and quantisation-aware training (plan.qat); a curriculum that asks for
+    either with no hook to do it is refused before anything loads.
     """
     cfg.student.check()  # command-line overrides skip __post_init__: fail before the slow loading
+    check_hooks(cfg.curriculum, hooks)
     curriculum = Curriculum(cfg.curriculum)
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -143,11 +140,14 @@ def distill(cfg: StylizeConfig, hooks: Sequence[Hook] = ()) -> Path:
     content, style = build_banks(cfg.data, teacher.image_size)
     torch.manual_seed(cfg.train.seed)  # the student's init and then every draw of the run (pairs, t, noise)
     student = Student(cfg.student).to(device)
-    losses = TeacherLosses(teacher, student, cfg.distill)
+    objective = DistillObjective(teacher, student, cfg.distill)
     (train_content, val_content), (train_style, val_style) = (b.split(cfg.data.val_pairs) for b in (content, style))
-    train = PairSet.encode(train_content, train_style, losses, device)
-    val = PairSet.encode(val_content, val_style, losses, device)
-    feature = _fid_features(cfg, train_style, out)
+    train = PairSet.encode(train_content, train_style, objective.encode, device)
+    val = PairSet.encode(val_content, val_style, objective.encode, device)
+    v = cfg.validation
+    feature = style_feature_network(v.fid_features, v.fid_features_path, train_style.batch(slice(None)),
+                                    train_style.labels, out / "fid-domain", v.fid_feature_steps, v.fid_feature_widths,
+                                    v.seed)
 
     optimizer = build_optimizer(student, cfg.optimizer)
     projection = (ConflictProjection(cfg.distill.conflict_threshold, cfg.distill.conflict_rate)
@@ -174,63 +174,56 @@ def distill(cfg: StylizeConfig, hooks: Sequence[Hook] = ()) -> Path:
             "conflicts": conflicts, "rng": rng_state()})
 
     def validation() -> None:
-        with _ema_weights(ema, student):
-            metrics, images = validate(student, losses, val, cfg, feature, device)
-        writer.writerow_val([step, *(f"{metrics[k]:.5f}" for k in VAL_FIELDS[1:])])
-        for key, value in metrics.items():
-            board.add_scalar(f"val/{key}", value, step)
-        grid = _sample_grid(val, images, cfg.validation.grid)
+        with ema_weights(ema, student):
+            metrics, images = validate(student, objective, val, v, cfg.train.amp, feature, device)
+        logger.log("val.csv", {"step": step, **metrics}, step, scalars=VAL_FIELDS[1:])
+        grid = _sample_grid(val, images, v.grid)
         save_image_atomic(grid, out / "samples" / f"step-{step:07d}.png")
         save_image_atomic(grid, out / "samples.png")
         log.info("step %d: val_loss %.4f, SSIM %.3f, %s %.2f", step, metrics["val_loss"], metrics["ssim"],
-                 _fid_label(cfg), metrics["fid"])
+                 "FID" if v.fid_features == "inception" else "FID-domain", metrics["fid"])
 
-    writer = _CsvLogs(out, fresh=step == 0)
-    board = SummaryWriter(str(out / "tensorboard"))
-    bar = tqdm(total=total, initial=step, desc="distill", dynamic_ncols=True)
+    logger = MetricLogger(out, {"log.csv": LOG_FIELDS, "val.csv": VAL_FIELDS}, fresh=step == 0)
+    bar = progress_bar(total, step, "distill")
     start = time.time()
     try:
-        if step == 0:
-            validation()  # the starting point of the curves
-        while step < total:
-            plan = curriculum.plan(step)
-            if plan.phase_started:
-                log.info("step %d: phase %d (%s): lr %g, batch %d, style %g, content %g%s", step, plan.phase, plan.name,
-                         cfg.curriculum.phases()[plan.phase - 1][1].lr, plan.batch_size, plan.style_weight,
-                         plan.content_weight, ", style encoder frozen" if plan.freeze_style_encoder else "")
-                board.add_text("curriculum", f"step {step}: phase {plan.phase} ({plan.name})", step)
-            student.style_encoder.requires_grad_(not plan.freeze_style_encoder)
-            for group in optimizer.param_groups:
-                group["lr"] = plan.lr
-            for hook in hooks:
-                hook(plan, student, optimizer)
+        with saves_on_interrupt(checkpoint, lambda: step):
+            if step == 0:
+                validation()  # the starting point of the curves
+            while step < total:
+                plan = curriculum.plan(step)
+                if plan.phase_started:
+                    log.info("step %d: phase %d (%s): lr %g, batch %d, style %g, content %g%s", step, plan.phase,
+                             plan.name, cfg.curriculum.phases()[plan.phase - 1][1].lr, plan.batch_size,
+                             plan.style_weight, plan.content_weight,
+                             ", style encoder frozen" if plan.freeze_style_encoder else "")
+                    logger.text("curriculum", f"step {step}: phase {plan.phase} ({plan.name})", step)
+                student.style_encoder.requires_grad_(not plan.freeze_style_encoder)
+                for group in optimizer.param_groups:
+                    group["lr"] = plan.lr
+                for hook in hooks:
+                    hook(plan, student, optimizer)
 
-            result = train_step(plan, student, losses, optimizer, projection, train, cfg, device)
-            ema.step(student.parameters())
-            curriculum.observe(plan, result["ssim"])
-            step += 1
+                result = train_step(plan, student, objective, optimizer, projection, train, cfg.train, device)
+                ema.step(student.parameters())
+                curriculum.observe(plan, result["ssim"])
+                step += 1
 
-            row = {"step": step, "phase": plan.phase, "lr": plan.lr, "batch_size": plan.batch_size, **result,
-                   "style_weight": plan.style_weight, "content_weight": plan.content_weight,
-                   "keep_rate": plan.keep_rate, "qat": int(plan.qat),
-                   "conflict_acted": projection.acted if projection is not None else 0, "seconds": time.time() - start}
-            writer.writerow_train(row)
-            for key in ("loss", "ad", "content", "kl", "content_weight", "ssim", "grad_norm", "lr", "keep_rate"):
-                board.add_scalar(f"train/{key}", row[key], step)
-            bar.set_postfix(phase=plan.phase, loss=f"{result['loss']:.4f}", ssim=f"{result['ssim']:.3f}")
-            bar.update()
-            if step % cfg.validation.every == 0 or step == total:
-                validation()
-            if step % cfg.train.checkpoint_every == 0 or step == total:
-                checkpoint()
-    except KeyboardInterrupt:
-        checkpoint()
-        log.warning("interrupted at step %d: checkpoint saved; run the same command to resume", step)
-        raise
+                row = {"step": step, "phase": plan.phase, "lr": plan.lr, "batch_size": plan.batch_size, **result,
+                       "style_weight": plan.style_weight, "content_weight": plan.content_weight,
+                       "conflict_acted": projection.acted if projection is not None else 0,
+                       "seconds": time.time() - start}
+                logger.log("log.csv", row, step, tag="train",
+                           scalars=("loss", "ad", "content", "kl", "content_weight", "ssim", "grad_norm", "lr"))
+                bar.set_postfix(phase=plan.phase, loss=f"{result['loss']:.4f}", ssim=f"{result['ssim']:.3f}")
+                bar.update()
+                if step % v.every == 0 or step == total:
+                    validation()
+                if step % cfg.train.checkpoint_every == 0 or step == total:
+                    checkpoint()
     finally:
         bar.close()
-        writer.close()
-        board.close()
+        logger.close()
 
     ema.copy_to(student.parameters())
     folder = save_student(student, out / "student")
@@ -239,86 +232,59 @@ def distill(cfg: StylizeConfig, hooks: Sequence[Hook] = ()) -> Path:
 
 
 def train_step(
-    plan: StepPlan, student: Student, losses: TeacherLosses, optimizer: torch.optim.Optimizer,
-    projection: ConflictProjection | None, train: PairSet, cfg: StylizeConfig, device: torch.device,
+    plan: StepPlan, student: Student, objective: DistillObjective, optimizer: torch.optim.Optimizer,
+    projection: ConflictProjection | None, train: PairSet, cfg: DistillTrainConfig, device: torch.device,
 ) -> dict[str, float]:
     """One optimizer step on a random batch of pairs: the two objectives, combined (with conflict projection
     when enabled), clipped, applied. Returns the step's losses, gradient norm and batch SSIM."""
     content_index = torch.randint(len(train.content.images), (plan.batch_size,))
     style_index = torch.randint(len(train.style.images), (plan.batch_size,))
-    content, style, content_latents, style_latents = train.batch(content_index, style_index, device)
-    with _autocast(cfg.train.amp, device):
-        terms = losses(student, content, style, content_latents, style_latents)
-    style_loss = plan.style_weight * (terms["ad"] + cfg.distill.kl_weight * terms["kl"])
-    content_loss = plan.content_weight * terms["content"]
+    content, *rest = train.batch(content_index, style_index, device)
+    with autocast(cfg.amp, device):
+        terms = objective(student, content, *rest, style_weight=plan.style_weight,
+                          content_weight=plan.content_weight)
     params = [p for p in student.parameters() if p.requires_grad]
     if projection is not None:
-        projection.backward([style_loss, content_loss], params)
+        projection.backward([terms.style_objective, terms.content_objective], params)
     else:
-        (style_loss + content_loss).backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+        terms.loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": (style_loss + content_loss).item(), **{key: terms[key].item() for key in ("ad", "content", "kl")},
-            "grad_norm": grad_norm.item(), "ssim": ssim(terms["image"].detach().float(), content)}
+    return {"loss": terms.loss.item(), "ad": terms.ad.item(), "content": terms.content.item(), "kl": terms.kl.item(),
+            "grad_norm": grad_norm.item(), "ssim": ssim(terms.image.detach().float(), content)}
 
 
 @torch.no_grad()
 def validate(
-    student: Student, losses: TeacherLosses, val: PairSet, cfg: StylizeConfig, feature: torch.nn.Module,
-    device: torch.device,
+    student: Student, objective: DistillObjective, val: PairSet, cfg: ValidationConfig, amp: str,
+    feature: torch.nn.Module, device: torch.device,
 ) -> tuple[dict[str, float], torch.Tensor]:
     """Metrics on the fixed validation pairs (pair i = content i + style i) and the student's images.
 
-    Timesteps and noise come from a generator seeded with `validation.seed`, so the same weights always
-    get the same val_loss, and two runs are compared on identical draws.
+    The objective at fixed weights (style 1, content `cfg.content_weight`) is the validation loss. Timesteps
+    and noise come from a generator seeded with `cfg.seed`, so the same weights always get the same
+    val_loss, and two runs are compared on identical draws.
     """
     student.eval()
-    generator = torch.Generator().manual_seed(cfg.validation.seed)
-    sums = {"ad": 0.0, "content": 0.0, "kl": 0.0}
+    generator = torch.Generator().manual_seed(cfg.seed)
+    sums = {"val_loss": 0.0, "ad": 0.0, "content": 0.0, "kl": 0.0}
     images = []
     count = len(val.content.images)
-    for start in range(0, count, cfg.validation.batch_size):
-        index = torch.arange(start, min(start + cfg.validation.batch_size, count))
-        with _autocast(cfg.train.amp, device):
-            terms = losses(student, *val.batch(index, index, device), generator=generator)
-        for key in sums:
-            sums[key] += float(terms[key]) * len(index)
-        images.append(terms["image"].float().cpu())
+    for start in range(0, count, cfg.batch_size):
+        index = torch.arange(start, min(start + cfg.batch_size, count))
+        with autocast(amp, device):
+            terms = objective(student, *val.batch(index, index, device), style_weight=1.0,
+                              content_weight=cfg.content_weight, generator=generator)
+        for key, value in (("val_loss", terms.loss), ("ad", terms.ad), ("content", terms.content), ("kl", terms.kl)):
+            sums[key] += float(value) * len(index)
+        images.append(terms.image.float().cpu())
     student.train()
     images = torch.cat(images)
     metrics = {key: value / count for key, value in sums.items()}
-    metrics["val_loss"] = (metrics["ad"] + cfg.distill.kl_weight * metrics["kl"]
-                           + cfg.validation.content_weight * metrics["content"])
     metrics["ssim"] = ssim(images, val.content.batch(slice(None)))
     metrics["fid"] = compute_fid(val.style.batch(slice(None)), images, feature)
     return metrics, images
-
-
-def _fid_features(cfg: StylizeConfig, styles: LabelledBank, out: Path) -> torch.nn.Module:
-    """The FID feature network: Inception, a given domain extractor, or one trained on the style labels."""
-    v = cfg.validation
-    if v.fid_features == "inception" or v.fid_features_path is not None:
-        return load_feature_extractor(v.fid_features, v.fid_features_path)
-    if v.fid_features != "domain":
-        raise UserError(f"validation.fid_features={v.fid_features!r}: choose 'domain' or 'inception'")
-    folder = out / "fid-domain"
-    if (folder / "config.json").is_file():
-        return DomainFeatures.load(folder)
-    if len(set(styles.labels.tolist()) - {-1}) < 2:
-        raise UserError("FID-domain needs labelled styles (textures, wikiart, dtd) to train its features; "
-                        "set validation.fid_features_path or validation.fid_features=inception")
-    log.info("training the FID-domain feature network on %d style images", len(styles.images))
-    images = styles.batch(slice(None))
-    items = [{"image": image, "label": int(label)} for image, label in zip(images, styles.labels)]
-    model = train_domain_features(items, steps=v.fid_feature_steps, seed=v.seed, widths=v.fid_feature_widths,
-                                  size=styles.images.shape[-1])
-    model.save(folder)
-    return model
-
-
-def _fid_label(cfg: StylizeConfig) -> str:
-    return "FID" if cfg.validation.fid_features == "inception" else "FID-domain"
 
 
 def _sample_grid(val: PairSet, images: torch.Tensor, count: int):
@@ -327,45 +293,3 @@ def _sample_grid(val: PairSet, images: torch.Tensor, count: int):
     index = torch.arange(n)
     tiles = torch.cat([val.content.batch(index), val.style.batch(index), images[:n]])
     return image_grid(tiles, ["content"] * n + ["style"] * n + ["student"] * n, ncols=n)
-
-
-@contextlib.contextmanager
-def _ema_weights(ema: EMAModel, student: Student):
-    """Run the block with the EMA weights in the student, then put the training weights back."""
-    ema.store(student.parameters())
-    ema.copy_to(student.parameters())
-    try:
-        yield
-    finally:
-        ema.restore(student.parameters())
-
-
-def _autocast(amp: str, device: torch.device):
-    if amp not in ("auto", "bf16", "none"):
-        raise UserError(f"train.amp={amp!r}: choose auto, bf16 or none")
-    enabled = amp == "bf16" or (amp == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-class _CsvLogs:
-    """log.csv (one row per step) and val.csv (one per validation), appended across resumes."""
-
-    def __init__(self, out: Path, fresh: bool):
-        self.files = [(out / name).open("w" if fresh else "a", newline="") for name in ("log.csv", "val.csv")]
-        self.train = csv.DictWriter(self.files[0], LOG_FIELDS)
-        self.val = csv.writer(self.files[1])
-        if fresh:
-            self.train.writeheader()
-            self.val.writerow(VAL_FIELDS)
-
-    def writerow_train(self, row: dict) -> None:
-        self.train.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
-        self.files[0].flush()  # so `tail -f log.csv` follows the run
-
-    def writerow_val(self, row: list) -> None:
-        self.val.writerow(row)
-        self.files[1].flush()
-
-    def close(self) -> None:
-        for f in self.files:
-            f.close()

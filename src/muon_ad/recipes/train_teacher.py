@@ -11,7 +11,6 @@ and on Ctrl-C; running the same command again continues from it.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
@@ -25,13 +24,22 @@ from diffusers.training_utils import EMAModel, compute_snr
 from tqdm.auto import tqdm
 
 from muon_ad import DEFAULT_GUIDANCE_SCALE
-from muon_ad.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from muon_ad.config import save_config
 from muon_ad.data.bank import ImageBank
 from muon_ad.data.images import save_image_atomic
 from muon_ad.data.procedural import PALETTES, TEXTURE_FAMILIES, ProceduralScenes, ProceduralTextures, texture_caption
 from muon_ad.errors import UserError
 from muon_ad.models.teacher import Teacher, TinyTeacherConfig, build_tiny_teacher, noise_scheduler, save_teacher
+from muon_ad.training import (
+    MetricLogger,
+    latest_checkpoint,
+    load_checkpoint,
+    progress_bar,
+    rng_state,
+    save_checkpoint,
+    saves_on_interrupt,
+    set_rng_state,
+)
 from muon_ad.visual import image_grid
 
 log = logging.getLogger("muon_ad.train_teacher")
@@ -100,53 +108,49 @@ def train_teacher(cfg: TrainTeacherConfig, on_step: Callable[[int], None] | None
         step = state["step"]
         log.info("resuming from %s (step %d of %d)", folder, step, total)
 
-    log_file = (out / "log.csv").open("a", newline="")
-    writer = csv.writer(log_file)
-    if step == 0:
-        writer.writerow(["step", "phase", "loss", "lr", "seconds"])
-    bar = tqdm(total=total, initial=step, desc="train-teacher", dynamic_ncols=True)
+    logger = MetricLogger(out, {"log.csv": ["step", "phase", "loss", "lr", "seconds"]}, fresh=step == 0)
+    bar = progress_bar(total, step, "train-teacher")
     start = time.time()
-    checkpoint: Callable[[], None] | None = None
+    checkpoint: Callable[[], None] | None = None  # set once a phase has started
     try:
-        for phase, phase_steps in (("vae", range(cfg.train.vae_steps)), ("unet", range(cfg.train.vae_steps, total))):
-            if step >= phase_steps.stop:
-                continue
-            run = _vae_phase if phase == "vae" else _unet_phase
-            optimizer, step_fn = run(cfg, teacher, bank, ema, state)
-            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(cfg.train.warmup_steps, len(phase_steps)))
-            if state is not None and state.get("phase") == phase:
-                optimizer.load_state_dict(state["optimizer"])
-                schedule.load_state_dict(state["schedule"])
-                set_rng_state(state["rng"])
-                if phase == "unet":
-                    ema.load_state_dict(state["ema"])
-            state = None
+        with saves_on_interrupt(lambda: checkpoint is not None and checkpoint(), lambda: step):
+            for phase, phase_steps in (("vae", range(cfg.train.vae_steps)), ("unet", range(cfg.train.vae_steps, total))):
+                if step >= phase_steps.stop:
+                    continue
+                run = _vae_phase if phase == "vae" else _unet_phase
+                optimizer, step_fn = run(cfg, teacher, bank, ema, state)
+                schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(cfg.train.warmup_steps,
+                                                                                       len(phase_steps)))
+                if state is not None and state.get("phase") == phase:
+                    optimizer.load_state_dict(state["optimizer"])
+                    schedule.load_state_dict(state["schedule"])
+                    set_rng_state(state["rng"])
+                    if phase == "unet":
+                        ema.load_state_dict(state["ema"])
+                state = None
 
-            def checkpoint() -> None:
-                extra = {"ema": ema.state_dict()} if phase == "unet" else {}
-                save_checkpoint(out, step, models, {"phase": phase, "optimizer": optimizer.state_dict(),
-                                                     "schedule": schedule.state_dict(), "rng": rng_state(),
-                                                     "scaling_factor": teacher.vae.config.scaling_factor, **extra})
+                def checkpoint() -> None:
+                    extra = {"ema": ema.state_dict()} if phase == "unet" else {}
+                    save_checkpoint(out, step, models, {"phase": phase, "optimizer": optimizer.state_dict(),
+                                                         "schedule": schedule.state_dict(), "rng": rng_state(),
+                                                         "scaling_factor": teacher.vae.config.scaling_factor, **extra})
 
-            while step < phase_steps.stop:
-                loss = step_fn()
-                schedule.step()
-                step += 1
-                writer.writerow([step, phase, f"{loss:.5f}", f"{schedule.get_last_lr()[0]:.2e}", f"{time.time() - start:.1f}"])
-                bar.set_postfix(phase=phase, loss=f"{loss:.4f}")
-                bar.update()
-                if step % cfg.train.checkpoint_every == 0 or step == phase_steps.stop:
-                    checkpoint()
-                if on_step is not None:
-                    on_step(step)
-    except KeyboardInterrupt:
-        if checkpoint is not None:
-            checkpoint()
-        log.warning("interrupted at step %d: checkpoint saved; run the same command to resume", step)
-        raise
+                while step < phase_steps.stop:
+                    loss = step_fn()
+                    schedule.step()
+                    step += 1
+                    logger.log("log.csv", {"step": step, "phase": phase, "loss": loss, "lr": schedule.get_last_lr()[0],
+                                           "seconds": time.time() - start}, step, scalars=("loss", "lr"),
+                               tag=f"train/{phase}")
+                    bar.set_postfix(phase=phase, loss=f"{loss:.4f}")
+                    bar.update()
+                    if step % cfg.train.checkpoint_every == 0 or step == phase_steps.stop:
+                        checkpoint()
+                    if on_step is not None:
+                        on_step(step)
     finally:
         bar.close()
-        log_file.close()
+        logger.close()
 
     ema.copy_to(teacher.unet.parameters())
     final = save_teacher(teacher, out / "teacher")
@@ -181,7 +185,7 @@ def _unet_phase(cfg: TrainTeacherConfig, teacher: Teacher, bank: ImageBank, ema:
     vae = teacher.vae.eval().requires_grad_(False)
     if state is not None and state.get("phase") == "unet":
         vae.register_to_config(scaling_factor=state["scaling_factor"])
-    mean, std = _encode_bank(teacher, bank)
+    mean, std = teacher.encode_posterior(bank.batch(slice(None)), batch_size=128)
     if state is None or state.get("phase") != "unet":
         # SD's trick: scale latents to unit variance so the noise schedule means the same thing.
         vae.register_to_config(scaling_factor=float(1.0 / mean.std()))
@@ -214,16 +218,6 @@ def _unet_phase(cfg: TrainTeacherConfig, teacher: Teacher, bank: ImageBank, ema:
         return loss.item()
 
     return optimizer, step
-
-
-@torch.no_grad()
-def _encode_bank(teacher: Teacher, bank: ImageBank, batch: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    means, stds = [], []
-    for i in tqdm(range(0, len(bank.images), batch), desc="encoding latents", leave=False):
-        posterior = teacher.vae.encode(bank.batch(torch.arange(i, min(i + batch, len(bank.images))))).latent_dist
-        means.append(posterior.mean)
-        stds.append(posterior.std)
-    return torch.cat(means), torch.cat(stds)
 
 
 def _warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:

@@ -1,18 +1,32 @@
-"""Real-time stylisation: frame sources and writers, the `Stylizer` (torch or ONNX Runtime, change skipping), the loop."""
+"""Running a trained student: one backend interface (torch or ONNX Runtime) with one pre/post-processing path,
+frame sources and writers, the `Stylizer` (change skipping) and the real-time loop."""
 
+from muon_ad.runtime.backends import (
+    OnnxStudent,
+    StudentBackend,
+    TorchStudent,
+    default_student,
+    encode_style,
+    load_backend,
+    run_student,
+)
 from muon_ad.runtime.sources import FrameWriter, folder_frames, open_source, synthetic_frames, video_frames
 from muon_ad.runtime.stream import StreamStats, run_stream
-from muon_ad.runtime.stylizer import OnnxModel, Stylizer, default_student, load_model
+from muon_ad.runtime.stylizer import Stylizer
 
 __all__ = [
     "FrameWriter",
-    "OnnxModel",
+    "OnnxStudent",
     "StreamStats",
+    "StudentBackend",
     "Stylizer",
+    "TorchStudent",
     "default_student",
+    "encode_style",
     "folder_frames",
-    "load_model",
+    "load_backend",
     "open_source",
+    "run_student",
     "run_stream",
     "synthetic_frames",
     "video_frames",

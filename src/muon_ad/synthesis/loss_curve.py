@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from muon_ad.checkpoint import write_text_atomic
+from muon_ad.io import write_text_atomic
 from muon_ad.data.images import save_image_atomic
 from muon_ad.synthesis.ad_loop import History
 

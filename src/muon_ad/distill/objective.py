@@ -1,4 +1,8 @@
-"""The student's losses, measured through the frozen teacher: L_AD, L_content and the attention KL.
+"""The distillation objective: the student's losses measured through the frozen teacher, and their weighting.
+
+The twin of `synthesis.ADObjective` (which scores a latent being optimised): this one runs the student and
+scores the image it makes. L_distill = L_AD + kl_weight·L_KL and L_content are weighted here, once, for
+training (the curriculum's weights) and validation (fixed weights) alike.
 
 For a batch of (content, style) pairs the student makes images; then, at a random timestep t per pair:
 1. the student's image is encoded by the teacher's VAE (differentiably), noised to t with noise ε and
@@ -12,11 +16,14 @@ For a batch of (content, style) pairs the student makes images; then, at a rando
    maps are its own (head-averaged) self-attention on the content and the teacher's are its
    self-attention on the student's image, resized to the student's token grid.
 The UNet is conditioned on the empty prompt: style and content come from images, not text.
+The two weighted objectives are style_weight·L_distill and content_weight·L_content (kept apart, so
+conflict projection can compare their gradients).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -55,8 +62,22 @@ def layers_by_depth(n_student: int, n_teacher: int) -> list[int]:
     return [round(i * (n_teacher - 1) / (n_student - 1)) for i in range(n_student)]
 
 
-class TeacherLosses:
-    """Computes the student's output and its loss terms; the teacher stays frozen throughout."""
+class DistillTerms(NamedTuple):
+    image: Tensor  # the student's output
+    ad: Tensor
+    content: Tensor
+    kl: Tensor
+    style_objective: Tensor  # style_weight · (L_AD + kl_weight · L_KL)
+    content_objective: Tensor  # content_weight · L_content
+
+    @property
+    def loss(self) -> Tensor:
+        return self.style_objective + self.content_objective
+
+
+class DistillObjective:
+    """Runs the student on a batch of pairs and returns its loss terms and weighted objectives; the teacher stays
+    frozen throughout."""
 
     def __init__(self, teacher: Teacher, student: Student, cfg: DistillLossConfig):
         if not 0 <= cfg.t_min < cfg.t_max <= teacher.scheduler.config.num_train_timesteps:
@@ -76,17 +97,15 @@ class TeacherLosses:
         with torch.no_grad():
             self.empty_prompt = teacher.encode_prompts([""])
 
-    @torch.no_grad()
-    def encode(self, images: Tensor, batch_size: int = 64) -> Tensor:
-        """Scaled VAE latents (posterior means) of reference images, batched; computed once per image bank."""
-        return torch.cat([self.teacher.encode_images(images[i : i + batch_size])
-                          for i in range(0, len(images), batch_size)])
+    def encode(self, images: Tensor) -> Tensor:
+        """Scaled VAE latents (posterior means) of reference images; computed once per image bank."""
+        return self.teacher.encode_posterior(images)[0] * self.teacher.vae.config.scaling_factor
 
     def __call__(
         self, student: Student, content: Tensor, style: Tensor, content_latents: Tensor, style_latents: Tensor,
-        generator: torch.Generator | None = None,
-    ) -> dict[str, Tensor]:
-        """{"image": the student's output, "ad", "content", "kl": scalar losses} for one batch of pairs."""
+        style_weight: float, content_weight: float, generator: torch.Generator | None = None,
+    ) -> DistillTerms:
+        """The student's images for one batch of pairs, the scalar losses, and the two weighted objectives."""
         with AttentionCapture(student, layers=self.student_layers, record=(), maps="mean") as capture:
             image = student(content, style)
         student_maps = {name: capture.records[name]["maps"] for name in self.student_layers}
@@ -106,15 +125,14 @@ class TeacherLosses:
         with AttentionCapture(unet, layers=self.capture_layers, record=("q", "k", "out")) as capture:
             unet(self.noise.add_noise(latents, eps, t), t, self.empty_prompt.expand(batch, -1, -1))
             records = capture.records
-        kl = []
+        kl_terms = []
         for student_layer, teacher_layer in self.kl_pairs:
             record = records[teacher_layer]
             with torch.no_grad():
                 teacher_maps = attention_probs(record["q"], record["k"], mean_heads=True)
-            kl.append(attention_kl(student_maps[student_layer], teacher_maps, self.cfg.kl_temperature))
-        return {
-            "image": image,
-            "ad": ad_loss(records, style_records, self.ad_layers),
-            "content": content_loss(records, content_records, self.ad_layers),
-            "kl": torch.stack(kl).mean(),
-        }
+            kl_terms.append(attention_kl(student_maps[student_layer], teacher_maps, self.cfg.kl_temperature))
+        ad = ad_loss(records, style_records, self.ad_layers)
+        kept = content_loss(records, content_records, self.ad_layers)
+        kl = torch.stack(kl_terms).mean()
+        return DistillTerms(image, ad, kept, kl, style_objective=style_weight * (ad + self.cfg.kl_weight * kl),
+                            content_objective=content_weight * kept)

@@ -21,18 +21,11 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from muon_ad.errors import UserError
+from muon_ad.io import write_text_atomic
 
 _TENSOR = "__tensor__"
 _TUPLE = "__tuple__"
 _INT_KEYS = "__int_keys__"
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a text file under a temporary name in the same folder, then rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def rng_state() -> dict[str, Any]:

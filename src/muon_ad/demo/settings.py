@@ -1,0 +1,61 @@
+"""How big each stage of the demo is: QUICK (what the test runs, about two minutes) and FULL (`make demo`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from muon_ad.bench import ad_convergence, distill_convergence
+
+TEACHER_CONFIG = "configs/teacher-tiny.yaml"
+
+
+@dataclass
+class DemoSettings:
+    """Sizes of every stage; QUICK is what the test runs, FULL what `make demo` runs."""
+
+    quick: bool
+    teacher_overrides: list[str]  # applied to configs/teacher-tiny.yaml (quick: a tiny run into DIR)
+    feature_steps: int
+    ad: ad_convergence.Settings
+    distill: distill_convergence.Settings
+    eval_pairs: int  # held-out pairs both students are scored on
+    teacher_pairs: int  # of those, how many the teacher also stylises by AD (slow) for the Pareto plot
+    teacher_ad_steps: int
+    resolution: int  # of the realtime and memory measurements
+    stream_size: int
+    stream_frames: int
+    latency_repeats: int = 10
+
+
+QUICK = DemoSettings(
+    quick=True,
+    teacher_overrides=["model.image_size=32", "data.size=32", "data.textures=48", "data.scenes=16",
+                       "train.vae_steps=8", "train.unet_steps=16", "train.batch_size=8", "train.vae_crop=16",
+                       "train.warmup_steps=4", "train.checkpoint_every=1000", "train.sample_steps=4"],
+    feature_steps=20,
+    ad=ad_convergence.Settings(size=32, steps=6, budgets=[3, 4, 6], pairs=1, exemplars=0, eval_timesteps=2,
+                               adam_grid=[0.05], muon_grid=[0.05]),
+    distill=distill_convergence.Settings(steps=6, batch_size=2, val_every=3, val_pairs=4, images=10,
+                                         student=distill_convergence.QUICK.student),
+    eval_pairs=6,
+    teacher_pairs=2,
+    teacher_ad_steps=4,
+    resolution=64,
+    stream_size=64,
+    stream_frames=12,
+    latency_repeats=5,
+)
+FULL = DemoSettings(  # sized so the whole demo fits in about 20 minutes on 2 CPU cores
+    quick=False,
+    teacher_overrides=[],
+    feature_steps=200,
+    ad=ad_convergence.Settings(size=64, steps=40, budgets=[10, 13, 20, 27, 32, 40], pairs=1, exemplars=0,
+                               eval_timesteps=4, adam_grid=[0.05], muon_grid=[0.05, 0.1]),
+    distill=distill_convergence.Settings(steps=96, batch_size=8, val_every=16, val_pairs=32, images=256),
+    eval_pairs=64,
+    teacher_pairs=4,
+    teacher_ad_steps=30,
+    resolution=256,
+    stream_size=256,
+    stream_frames=48,
+)

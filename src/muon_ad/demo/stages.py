@@ -1,0 +1,198 @@
+"""The demo's stages, in the order they run; each calls the project's own components and saves its outputs in
+DIR/<stage>/, and returns a `Stage` (status, time, note, results) for the report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from muon_ad import DEFAULT_TEACHER
+from muon_ad.bench import BENCHMARKS, ad_convergence, distill_convergence, memory, realtime
+from muon_ad.config import load_config
+from muon_ad.data.images import save_image_atomic, to_pil
+from muon_ad.demo.settings import TEACHER_CONFIG, DemoSettings
+from muon_ad.eval.profile import measure_latency
+from muon_ad.eval.report import convergence_figure, save_figure
+from muon_ad.eval.stylization import builtin_domain_features, builtin_pairs, evaluate_stylized, stylize_pairs
+from muon_ad.io import write_text_atomic
+from muon_ad.models.teacher import load_teacher
+from muon_ad.recipes.distill import as_baseline, distill
+from muon_ad.recipes.train_teacher import TrainTeacherConfig, train_teacher
+from muon_ad.runtime import FrameWriter, Stylizer, encode_style, load_backend, run_stream, run_student, synthetic_frames
+from muon_ad.synthesis import stylize
+from muon_ad.visual import image_grid
+
+
+@dataclass
+class Stage:
+    name: str
+    status: str = "done"  # "done", "not built yet", or "not run here" (built, but not part of the demo yet)
+    seconds: float = 0.0
+    note: str = ""
+    results: dict = field(default_factory=dict)
+
+
+def stage_teacher(s: DemoSettings, out: Path) -> tuple[Path, Stage]:
+    """Quick: a tiny teacher trained into DIR, so the demo depends on nothing. Full: the built-in teacher."""
+    if not s.quick and (Path(DEFAULT_TEACHER) / "unet").is_dir():
+        samples = Path(DEFAULT_TEACHER).parent / "samples.png"
+        return Path(DEFAULT_TEACHER), Stage("teacher", note=f"reused {DEFAULT_TEACHER}",
+                                            results={"samples": str(samples) if samples.is_file() else None})
+    cfg = load_config(TrainTeacherConfig, TEACHER_CONFIG, s.teacher_overrides + [f"train.out_dir={out / 'teacher'}"])
+    folder = train_teacher(cfg)
+    steps = cfg.train.vae_steps + cfg.train.unet_steps
+    return folder, Stage("teacher", note=f"trained {steps} steps at {cfg.model.image_size} px",
+                         results={"samples": str(out / "teacher" / "samples.png"), "steps": steps})
+
+
+def stage_features(s: DemoSettings, size: int, out: Path) -> tuple[Path, Stage]:
+    """One FID-domain network scores every model (different networks would make the FIDs incomparable).
+    It sees images at 32 px at most: the texture families are told apart at that size, at a quarter of the cost."""
+    folder, size = out / "fid-domain", min(size, 32)
+    builtin_domain_features(size, steps=s.feature_steps).save(folder)
+    return folder, Stage("features", note=f"FID-domain CNN, {s.feature_steps} steps on procedural textures at {size} px")
+
+
+def stage_ad(s: DemoSettings, teacher_path: Path, out: Path) -> Stage:
+    """Adam vs Muon on the AD objective: the ad-convergence benchmark's measurement, at the demo's size."""
+    teacher = load_teacher(teacher_path)
+    (out / "ad").mkdir(parents=True, exist_ok=True)
+    result = ad_convergence.measure(teacher, s.ad, picture=out / "ad" / "adam-vs-muon.png")
+    save_json(out / "ad" / "result.json", asdict(result))
+    # The benchmark's notion of convergence: the final loss of complete n-step syntheses, for the optimiser that
+    # got further in N steps, against the other's N-step final loss.
+    case, n = result.config["per_case"][0], s.ad.steps
+    leader, other = case["leader"], "adam" if case["leader"] == "muon" else "muon"
+    budgets = sorted(case[f"{leader}_final_loss_by_budget"].items())
+    curves = {f"{leader.title()}, complete n-step runs": _xy(budgets),
+              f"{other.title()} after {n} steps": ([budgets[0][0], n], [case[f"{other}_final_loss"]] * 2)}
+    save_figure(convergence_figure(curves, "steps n (one DDIM schedule of n timesteps)", "final AD loss",
+                                   f"AD style transfer: {case['case']}"), out / "ad" / "convergence.png")
+    return Stage("ad", note=f"{s.ad.steps} steps at {s.ad.size} px, {s.ad.pairs} pair(s), lrs tuned on a held-out pair",
+                 results={**result.metrics, "baseline": result.baseline, "picture": str(out / "ad" / "adam-vs-muon.png"),
+                                "curve": str(out / "ad" / "convergence.png")})
+
+
+def stage_distill(s: DemoSettings, teacher_path: Path, features: Path, out: Path) -> Stage:
+    """The Muon-AD recipe and its AdamW baseline (the distill-convergence measurement, on the demo's teacher):
+    same student init, data, draws and validation; only the optimiser (and conflict projection) differ."""
+    runs = {"Muon-AD": distill_convergence.bench_config(s.distill, out / "distill", "cpu")}
+    runs["AdamW"] = as_baseline(runs["Muon-AD"])
+    results = {}
+    for name, cfg in runs.items():
+        cfg.train.teacher, cfg.validation.fid_features_path = str(teacher_path), str(features)
+        folder = distill(cfg)
+        curve = distill_convergence.read_curve(Path(cfg.train.out_dir))
+        results[name] = {"student": str(folder), "samples": str(Path(cfg.train.out_dir) / "samples.png"), "val": curve}
+    muon, adamw = results["Muon-AD"]["val"], results["AdamW"]["val"]
+    reached = distill_convergence.steps_to_reach(muon, adamw[-1]["val_loss"])
+    metrics = {"adamw_final_val_loss": adamw[-1]["val_loss"], "muon_final_val_loss": muon[-1]["val_loss"],
+               "muon_steps_to_adamw_final": reached, "adamw_steps": s.distill.steps,
+               "speedup": s.distill.steps / reached if reached else 0.0}
+    curves = {name: ([r["step"] for r in res["val"]], [r["val_loss"] for r in res["val"]]) for name, res in results.items()}
+    save_figure(convergence_figure(curves, "training steps", "validation loss (fixed draws)", "student distillation"),
+                out / "distill" / "convergence.png")
+    save_json(out / "distill" / "result.json", {"metrics": metrics, "runs": results})
+    return Stage("distill", note=f"{s.distill.steps} steps, batch {s.distill.batch_size}, {s.distill.images} images per bank",
+                 results={**metrics, "runs": results, "curve": str(out / "distill" / "convergence.png")})
+
+
+def stage_evaluate(s: DemoSettings, teacher_path: Path, students: dict[str, str], features: Path, out: Path) -> Stage:
+    """Both students on `eval_pairs` held-out pairs; the teacher's AD (Adam, Muon) on the first `teacher_pairs`."""
+    teacher = load_teacher(teacher_path)
+    size = teacher.image_size
+    contents, styles = builtin_pairs(s.eval_pairs, size)
+    k = s.teacher_pairs
+    models, latency_ms, subset_images, labels = {}, {}, {}, ["content", "style"]
+    for name, folder in students.items():
+        backend = load_backend(folder)
+        images = stylize_pairs(backend, contents, styles)
+        models[name] = evaluate_stylized(images, contents, styles, feature="domain", feature_path=features)
+        subset_images[name] = images[:k]
+        labels.append(name)
+        latency_ms[name] = measure_latency(lambda: run_student(backend, contents[0], encode_style(backend, styles[0])),
+                                           repeats=s.latency_repeats, warmup=2)["median_ms"]
+    for optimizer in ("adam", "muon"):  # the teacher's own path to the same images, for the Pareto plot
+        name, images, seconds = f"teacher AD ({optimizer.capitalize()}, {s.teacher_ad_steps} steps)", [], []
+        for i in range(k):
+            start = time.perf_counter()
+            result = stylize(teacher, to_pil(contents[i]), to_pil(styles[i]), steps=s.teacher_ad_steps,
+                             optimizer=optimizer, size=size, progress=False)
+            seconds.append(time.perf_counter() - start)
+            images.append(result.image)
+        subset_images[name] = torch.stack(images)
+        labels.append(f"AD {optimizer.capitalize()}")
+        latency_ms[name] = 1000.0 * sum(seconds) / len(seconds)
+    subset = {name: evaluate_stylized(images, contents[:k], styles[:k], feature="domain", feature_path=features,
+                                      kid_subsets=10)
+              for name, images in subset_images.items()}
+    columns = [contents[:k], styles[:k], *subset_images.values()]  # one row per pair
+    grid = torch.stack([column[i] for i in range(k) for column in columns])
+    save_image_atomic(image_grid(grid, labels * k, ncols=len(columns), scale=2), out / "evaluate" / "samples.png")
+    save_json(out / "evaluate" / "result.json", {"models": models, "subset": subset, "latency_ms": latency_ms})
+    return Stage("evaluate", note=f"{s.eval_pairs} held-out pairs at {size} px; teacher AD on {k}",
+                 results={"models": models, "subset": subset, "latency_ms": latency_ms,
+                          "samples": str(out / "evaluate" / "samples.png")})
+
+
+def stage_realtime(s: DemoSettings, teacher_path: Path, student: str, out: Path) -> Stage:
+    result = realtime.measure(teacher_path, student, s.resolution, s.quick, "cpu", peak=False)  # memory stage measures it
+    save_json(out / "realtime.json", asdict(result))
+    return Stage("realtime", note=f"student at {s.resolution} px vs {result.baseline}", results=result.metrics)
+
+
+def stage_memory(s: DemoSettings, teacher_path: Path, student: str, out: Path) -> Stage:
+    result = memory.measure(teacher_path, student, s.resolution, "cpu")
+    save_json(out / "memory.json", asdict(result))
+    return Stage("memory", note=result.config["measured"], results=result.metrics)
+
+
+def stage_stream(s: DemoSettings, student: str, out: Path) -> Stage:
+    """A panning synthetic clip, stylised frame by frame with change skipping, as `muon-ad stream` does."""
+    _, styles = builtin_pairs(1, s.stream_size)
+    frames = list(synthetic_frames(s.stream_size, s.stream_frames, drift=max(1.0, s.stream_size / 32)))
+    stylizer = Stylizer(load_backend(student), styles[0], skip_threshold=0.01)
+    with FrameWriter(out / "stream" / "input.gif", fps=12) as source, FrameWriter(out / "stream" / "stylised.gif", fps=12) as sink:
+        for frame in frames:
+            source.write(frame)
+        stats = run_stream(frames, stylizer, sink=sink.write, progress=False)
+    save_image_atomic(styles[0], out / "stream" / "style.png")
+    return Stage("stream", note=f"{s.stream_frames} synthetic frames at {s.stream_size} px, skip threshold 0.01",
+                 results={**stats.summary(), "input": str(out / "stream" / "input.gif"),
+                          "output": str(out / "stream" / "stylised.gif"), "style": str(out / "stream" / "style.png")})
+
+
+def stage_not_built() -> list[Stage]:
+    """Capabilities of the method that the project does not have yet: listed, never faked."""
+    checks = {
+        "prune": ("muon_ad.compress.prune", "prune", "entropy-driven head/channel pruning and compaction"),
+        "quantise": ("muon_ad.compress.quant", "quant", "mixed-precision int8/bf16 quantisation"),
+        "export": ("muon_ad.compress.export", None, "ONNX export of the student (ONNX Runtime path: `muon-ad stream --student FILE.onnx`)"),
+        "comm": (None, "comm", "ZeRO-1 + gradient compression communication benchmark"),
+    }
+    stages = []
+    for name, (module, bench, what) in checks.items():
+        built = (module is None or _module_exists(module)) and (bench is None or bench in BENCHMARKS)
+        stages.append(Stage(name, status="not run here" if built else "not built yet", note=what))
+    return stages
+
+
+def _xy(curve: list) -> tuple[list[float], list[float]]:
+    return [p[0] for p in curve], [p[1] for p in curve]
+
+
+def save_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(data, indent=2, default=str))
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
