@@ -16,7 +16,9 @@ is the smallest n whose final loss, and that of every larger budget, is at or be
 loss (a lucky short run does not count): speedup = N / n. If Muon ends above Adam, it did not reach
 Adam's final loss in N steps; then Adam runs the shorter budgets to find the n at which it already
 matches Muon's N-step result, and speedup = n / N < 1 (Adam needs only that fraction of the steps).
-Figures are medians over the evaluation cases. `objective_ratio_at_match` checks quality beyond the last
+Figures are medians over the evaluation cases, each an independent draw of images (and texture noise); mean ±
+sample standard deviation over them too (`speedup_mean`, `speedup_std`; `seeds` = the number of cases).
+`objective_ratio_at_match` checks quality beyond the last
 timestep: the matching run over the run it matched, on the loss averaged over `eval_timesteps`
 timesteps spread over the schedule (1 = equal; above 1 the match is worse there).
 
@@ -31,6 +33,7 @@ Nesterov 0.95), and the lrs tuned for N are kept for the shorter budgets (for bo
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -215,6 +218,9 @@ def measure(teacher: Teacher, settings: Settings, picture: str | Path | None = N
         "muon_iters_to_adam_final": None if math.isinf(iters) else iters,  # None: the median case did not get there in N
         "adam_iters": N,
         "speedup": median([row["speedup"] for row in per_case]),
+        "speedup_mean": statistics.fmean(row["speedup"] for row in per_case),
+        "speedup_std": statistics.stdev(row["speedup"] for row in per_case) if len(per_case) > 1 else 0.0,
+        "seeds": len(per_case),  # each case is an independent draw of images (and texture noise)
         "speedup_min": min(row["speedup"] for row in per_case),
         "speedup_max": max(row["speedup"] for row in per_case),
         "cases_muon_reached": len(muon_led),

@@ -15,12 +15,18 @@ between validations); speedup = N / that, and 0 when Muon never reaches it withi
 student's images vs their style images) and SSIM (vs their content images) of both runs at step N.
 The median seconds per step of each run are reported too (Muon's orthogonalisation and the projection's
 second backward pass cost time; steps are what the speedup counts).
+
+Statistics and fair tuning. The race runs once per seed in `seeds` (student init and every draw); figures
+are means over seeds, `speedup_std` the sample standard deviation. Before it, each optimiser's lr is tuned:
+every phase's lr times each scale of `lr_scales`, at the full budget, on other image banks than the race's
+(`TUNING_DATA_SEED`); each keeps the scale with the lowest final validation loss.
 """
 
 from __future__ import annotations
 
 import csv
 import shutil
+import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,23 +45,29 @@ class Settings:
     val_pairs: int = 32
     images: int = 512  # content and style images each, validation pairs included
     fid_feature_steps: int = 100  # the FID-domain CNN: ~1 min of a 10-minute budget
+    seeds: tuple[int, ...] = (0, 1, 2)  # train.seed of each Muon-AD / AdamW pair of runs (init and every draw)
+    lr_scales: tuple[float, ...] = (0.5, 1.0, 2.0)  # the lr grid: multipliers of every phase's lr, tuned per optimiser
     student: StudentConfig | None = None  # None: the CPU preset (StudentConfig defaults)
 
 
 FULL = Settings()
-QUICK = Settings(steps=12, batch_size=2, val_every=4, val_pairs=4, images=12, fid_feature_steps=10,
+QUICK = Settings(steps=12, batch_size=2, val_every=4, val_pairs=4, images=12, fid_feature_steps=10, seeds=(0,),
+                 lr_scales=(0.5, 1.0),
                  student=StudentConfig(base_channels=8, heads=2, style_channels=(8, 16), style_dim=16, norm_groups=4))
 
 
-def bench_config(settings: Settings, out: Path, device: str) -> DistillConfig:
-    """The Muon-AD recipe at the bench's size (the baseline is `as_baseline` of it)."""
+TUNING_DATA_SEED = 10  # lrs are tuned on other image banks (scenes 10, textures 11) than the race's (0, 1)
+
+
+def bench_config(settings: Settings, out: Path, device: str, lr_scale: float = 1.0) -> DistillConfig:
+    """The Muon-AD recipe at the bench's size, every phase's lr times `lr_scale` (the baseline is `as_baseline`)."""
     cfg = DistillConfig()
     if settings.student is not None:
         cfg.student = settings.student
     n, b = settings.steps, settings.batch_size
     lengths, batches = (n // 6, n // 3, n - n // 6 - n // 3), (b, b, b // 2 or 1)
     for (_, phase), steps, batch in zip(cfg.curriculum.phases(), lengths, batches):
-        phase.steps, phase.batch_size = steps, batch
+        phase.steps, phase.batch_size, phase.lr = steps, batch, phase.lr * lr_scale
     cfg.curriculum.warmup_steps = min(cfg.curriculum.warmup_steps, n // 10)
     cfg.data.content_count = cfg.data.style_count = settings.images
     cfg.data.val_pairs = settings.val_pairs
@@ -92,36 +104,88 @@ def steps_to_reach(curve: list[dict[str, float]], target: float) -> float | None
     return None
 
 
-def measure(settings: Settings, out: Path, device: str) -> BenchOutput:
-    shutil.rmtree(out, ignore_errors=True)  # a leftover run would be resumed, not measured
-    muon_cfg = bench_config(settings, out, device)
-    adamw_cfg = as_baseline(muon_cfg)
-    adamw_cfg.train.out_dir = str(out / "adamw")
+def tune(settings: Settings, out: Path, device: str) -> dict:
+    """Each optimiser's lr scale: the one of `settings.lr_scales` with the lowest final validation loss on held-out
+    image banks (`TUNING_DATA_SEED`), at the full step budget, with the first seed."""
+    losses: dict[str, dict[str, float]] = {"muon": {}, "adamw": {}}
+    features = None
+    for scale in settings.lr_scales:
+        muon_cfg = bench_config(settings, out, device, scale)
+        for name, cfg in (("muon", muon_cfg), ("adamw", as_baseline(muon_cfg))):
+            cfg.train.out_dir = str(out / f"{name}-x{scale:g}")
+            cfg.train.seed, cfg.data.seed = settings.seeds[0], TUNING_DATA_SEED
+            cfg.validation.fid_features_path = str(features) if features is not None else None
+            distill(cfg)
+            features = features or Path(cfg.train.out_dir) / "fid-domain"
+            losses[name][f"{scale:g}"] = read_curve(Path(cfg.train.out_dir))[-1]["val_loss"]
+    return {"final_val_loss_by_scale": losses,
+            "best_scale": {name: float(min(by_scale, key=by_scale.get)) for name, by_scale in losses.items()}}
+
+
+def race(settings: Settings, out: Path, device: str, seed: int, scales: dict[str, float],
+         features: Path | None) -> dict:
+    """One Muon-AD run and its AdamW baseline with `seed`, each at its tuned lr scale; both scored by the
+    FID-domain network at `features` (None: the Muon-AD run trains it, in its own folder)."""
+    muon_cfg = bench_config(settings, out, device, scales["muon"])
+    muon_cfg.train.seed = seed
+    muon_cfg.validation.fid_features_path = str(features) if features is not None else None
+    adamw_cfg = as_baseline(bench_config(settings, out, device, scales["adamw"]))
+    adamw_cfg.train.out_dir, adamw_cfg.train.seed = str(out / "adamw"), seed
     distill(muon_cfg)
-    adamw_cfg.validation.fid_features_path = str(out / "muon" / "fid-domain")  # the same FID-domain network
+    adamw_cfg.validation.fid_features_path = str(features or out / "muon" / "fid-domain")  # one network scores both
     distill(adamw_cfg)
     muon, adamw = read_curve(out / "muon"), read_curve(out / "adamw")
-    target = adamw[-1]["val_loss"]
-    reached = steps_to_reach(muon, target)
+    reached = steps_to_reach(muon, adamw[-1]["val_loss"])
+    return {"seed": seed, "adamw_final_val_loss": adamw[-1]["val_loss"], "muon_final_val_loss": muon[-1]["val_loss"],
+            "muon_steps_to_adamw_final": reached, "speedup": settings.steps / reached if reached else 0.0,
+            "fid_muon": muon[-1]["fid"], "fid_adamw": adamw[-1]["fid"],
+            "ssim_muon": muon[-1]["ssim"], "ssim_adamw": adamw[-1]["ssim"],
+            "seconds_per_step_muon": seconds_per_step(out / "muon"),  # indicative: the runs are sequential on a
+            "seconds_per_step_adamw": seconds_per_step(out / "adamw"),  # shared machine
+            "curves": {"muon": muon, "adamw": adamw}, "recipe": to_dict(muon_cfg)}
+
+
+def measure(settings: Settings, out: Path, device: str) -> BenchOutput:
+    shutil.rmtree(out, ignore_errors=True)  # a leftover run would be resumed, not measured
+    tuning = tune(settings, out / "tuning", device)
+    runs = []
+    for seed in settings.seeds:
+        features = out / f"seed-{settings.seeds[0]}" / "muon" / "fid-domain" if runs else None
+        runs.append(race(settings, out / f"seed-{seed}", device, seed, tuning["best_scale"], features))
+
+    def mean(key: str) -> float:
+        return statistics.fmean(run[key] for run in runs)
+
+    def spread(key: str) -> float:
+        return statistics.stdev(run[key] for run in runs) if len(runs) > 1 else 0.0
+
+    reached = [run["muon_steps_to_adamw_final"] for run in runs if run["muon_steps_to_adamw_final"] is not None]
     metrics = {
-        "adamw_final_val_loss": target,
-        "muon_final_val_loss": muon[-1]["val_loss"],
-        "muon_steps_to_adamw_final": reached,
+        "adamw_final_val_loss": mean("adamw_final_val_loss"),
+        "muon_final_val_loss": mean("muon_final_val_loss"),
+        "muon_steps_to_adamw_final": statistics.fmean(reached) if reached else None,  # over the seeds that reached
+        "reached_seeds": len(reached),
         "adamw_steps": settings.steps,
-        "speedup": settings.steps / reached if reached else 0.0,
-        "fid_muon": muon[-1]["fid"],
-        "fid_adamw": adamw[-1]["fid"],
-        "fid_reduction": 1 - muon[-1]["fid"] / adamw[-1]["fid"],
-        "ssim_muon": muon[-1]["ssim"],
-        "ssim_adamw": adamw[-1]["ssim"],
-        "ssim_gain": muon[-1]["ssim"] / adamw[-1]["ssim"] - 1,
-        "seconds_per_step_muon": seconds_per_step(out / "muon"),  # indicative: the runs are sequential on a
-        "seconds_per_step_adamw": seconds_per_step(out / "adamw"),  # shared machine
+        "speedup": mean("speedup"),  # 0 for a seed whose Muon-AD run never reached AdamW's final loss
+        "speedup_std": spread("speedup"),
+        "seeds": len(runs),
+        "fid_muon": mean("fid_muon"),
+        "fid_adamw": mean("fid_adamw"),
+        "fid_reduction": 1 - mean("fid_muon") / mean("fid_adamw"),
+        "ssim_muon": mean("ssim_muon"),
+        "ssim_adamw": mean("ssim_adamw"),
+        "ssim_gain": mean("ssim_muon") / mean("ssim_adamw") - 1,
+        "seconds_per_step_muon": mean("seconds_per_step_muon"),
+        "seconds_per_step_adamw": mean("seconds_per_step_adamw"),
+        "lr_scale_muon": tuning["best_scale"]["muon"],
+        "lr_scale_adamw": tuning["best_scale"]["adamw"],
     }
     config = {"settings": {k: v for k, v in asdict(settings).items() if k != "student"}, "fid": "FID-domain",
-              "recipe": to_dict(muon_cfg), "curves": {"muon": muon, "adamw": adamw}, "runs": str(out)}
+              "recipe": runs[0]["recipe"], "runs": [{k: v for k, v in run.items() if k != "recipe"} for run in runs],
+              "folder": str(out), "aggregation": "mean over seeds; *_std: sample standard deviation",
+              "tuning": {**tuning, "grid": list(settings.lr_scales), "data_seed": TUNING_DATA_SEED}}
     baseline = ("the same recipe (student init, pairs, timesteps, curriculum, validation) with AdamW everywhere and "
-                "no conflict projection; FID is FID-domain (a CNN trained on the built-in textures)")
+                "no conflict projection, for each seed; FID is FID-domain (a CNN trained on the built-in textures)")
     return BenchOutput(config=config, metrics=metrics, baseline=baseline)
 
 
