@@ -47,3 +47,13 @@ def test_inception_without_weights_is_a_user_error(tmp_path, monkeypatch):
     real, fake, _ = _sets()
     with pytest.raises(UserError, match="not found"):
         evaluate_images(fake, real, feature="inception")
+
+
+def test_small_sets_are_flagged_and_references_of_another_size_are_resized(caplog):
+    real, fake, feature = _sets()
+    metrics = evaluate_images(fake, real, feature=feature, kid_subsets=5)
+    assert "6 images" in metrics["warning"] and "6 images" in caplog.text  # 6 < MIN_RELIABLE_SAMPLES
+    smooth = torch.nn.functional.interpolate(real[:, :, :4, :4], size=16, mode="bilinear")  # photo-like: no pixel noise
+    big = torch.nn.functional.interpolate(smooth, size=64, mode="bilinear")  # e.g. 512 px contents of 48 px outputs
+    paired = evaluate_images(smooth, real, feature=feature, pairs_with=big, kid_subsets=5)
+    assert paired["ssim"] > 0.95 and paired["psnr"] > 30

@@ -7,8 +7,10 @@ references are given.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from muon_ad.data.images import is_image_file, load_rgb, to_tensor
@@ -24,6 +26,12 @@ from muon_ad.eval.fid import (
     load_feature_extractor,
 )
 from muon_ad.eval.quality import psnr, ssim
+
+log = logging.getLogger("muon_ad.eval")
+
+# Below this many images per set, FID's covariance estimate (and KID's subsets) are dominated by sampling noise:
+# figures are reported, with a warning, and only comparable between sets of the same size.
+MIN_RELIABLE_SAMPLES = 50
 
 
 def load_images(folder: str | Path) -> list[Tensor]:
@@ -67,6 +75,7 @@ def evaluate_images(
     real_f = extract_features(real, extractor, batch_size, device)
     suffix = "" if kind == "inception" else "_domain"
     kid_mean, kid_std = kid_from_features(real_f, fake_f, kid_subsets, kid_subset_size, seed)
+    smallest = min(len(fake_f), len(real_f))
     metrics: dict = {
         "feature": kind,
         "num_fake": len(fake_f),
@@ -75,10 +84,19 @@ def evaluate_images(
         f"kid{suffix}_mean": kid_mean,
         f"kid{suffix}_std": kid_std,
     }
+    if smallest < MIN_RELIABLE_SAMPLES:
+        metrics["warning"] = (f"FID/KID on {smallest} images (fewer than {MIN_RELIABLE_SAMPLES}): noisy and biased, "
+                              "compare only with sets of the same size")
+        log.warning("%s", metrics["warning"])
     if pairs_with is not None:
         refs = _as_images(pairs_with)
         if len(refs) != len(fake):
             raise UserError(f"SSIM needs aligned pairs: {len(fake)} images vs {len(refs)} references")
+        # References of another size (AD outputs are the teacher's size, contents are photos) are resized to
+        # their image's size: SSIM compares structure at the size the image was made at.
+        refs = [ref if ref.shape == image.shape else
+                F.interpolate(ref[None], size=image.shape[-2:], mode="bilinear", antialias=True)[0].clamp(-1, 1)
+                for image, ref in zip(fake, refs)]
         metrics["ssim"] = sum(ssim(a, b) for a, b in zip(fake, refs)) / len(refs)  # mean over pairs
         metrics["psnr"] = sum(psnr(a, b) for a, b in zip(fake, refs)) / len(refs)
     return metrics
@@ -95,6 +113,7 @@ _NAMES = {
     "kid_domain_mean": "KID-domain (mean)",
     "kid_domain_std": "KID-domain (std)",
     "ssim": "SSIM",
+    "warning": "warning",
     "psnr": "PSNR (dB)",
 }
 
