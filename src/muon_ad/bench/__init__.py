@@ -8,4 +8,5 @@ BENCHMARKS: dict[str, str] = {
     "memory": "muon_ad.bench.memory",
     "distill-convergence": "muon_ad.bench.distill_convergence",
     "teacher-quality": "muon_ad.bench.teacher_quality",
+    "stylization": "muon_ad.bench.stylization",
 }

@@ -5,12 +5,14 @@ device, torch version and time, prints a table and writes the JSON. A benchmark 
 GPU, no weights) raises `BenchUnavailable` with one clear line; it never returns a made-up value.
 
 Shared inputs: the teacher check, one fixed procedural (content, style) pair, the student to measure
-(the trained one if there is one, else a fresh one of the default architecture) and the student's stream
-workload (a module-level function, so it pickles into the fresh process that measures peak memory).
+(the trained one if there is one, else a fresh one of the default architecture), the student's stream
+workload (a module-level function, so it pickles into the fresh process that measures peak memory), and
+the teacher's seconds per AD image composed from timed steps (`teacher_ad_seconds`).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +22,10 @@ from PIL import Image
 
 from muon_ad.data.procedural import make_scene, make_texture
 from muon_ad.eval.profile import median, time_ms  # re-exported: benchmarks time things with these
+from muon_ad.models.teacher import Teacher
 from muon_ad.runtime.backends import TorchStudent, default_student
+from muon_ad.synthesis import ADObjective, ddim_timesteps, optimize_latent
+from muon_ad.synthesis.transfer import CONTENT_WEIGHT, STYLIZE_STEPS, image_batch
 
 SEED = 12345  # not the teacher's data seed: the images are new to every model
 
@@ -75,3 +80,28 @@ def student_workload(student: str | Path | None, resolution: int, frames: int, d
     stylizer = Stylizer(student_backend(student, device), to_tensor(style))
     for _ in range(frames):
         stylizer(to_tensor(content))
+
+
+def teacher_ad_seconds(teacher: Teacher, resolution: int, timed_steps: int, device: str) -> dict:
+    """Seconds per image of AD style transfer (STYLIZE_STEPS steps), from timed steps and one-off costs."""
+    content, style = sample_pair(resolution)
+    with torch.no_grad():
+        encode_ms = time_ms(lambda: teacher.encode_images(image_batch(content, (resolution, resolution))), 3, 1, device)
+        content_latent = teacher.encode_images(image_batch(content, (resolution, resolution)))
+        style_latent = teacher.encode_images(image_batch(style, (resolution, resolution)))
+        decode_ms = time_ms(lambda: teacher.decode_latents(content_latent), 3, 1, device)
+    objective = ADObjective(teacher, style_latent, content_latent, CONTENT_WEIGHT)
+    # The first `timed_steps` + 1 timesteps of the real schedule; step 0 is warm-up.
+    timesteps = ddim_timesteps(teacher, STYLIZE_STEPS)[: timed_steps + 1]
+    stamps = [time.perf_counter()]
+
+    def stamp(step: int, latent: torch.Tensor) -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        stamps.append(time.perf_counter())
+
+    optimize_latent(objective, content_latent, timesteps, "adam", progress=False, on_step=stamp)
+    step_ms = [(b - a) * 1000.0 for a, b in zip(stamps[1:], stamps[2:])]
+    once_ms = 2 * median(encode_ms) + median(decode_ms)  # content and style encoded, result decoded
+    return {"seconds": (STYLIZE_STEPS * median(step_ms) + once_ms) / 1000.0, "step_ms": step_ms,
+            "encode_ms": encode_ms, "decode_ms": decode_ms}

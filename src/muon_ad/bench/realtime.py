@@ -20,7 +20,6 @@ Peak memory of the student's stream workload: `bench.memory` (fresh process; RSS
 from __future__ import annotations
 
 import functools
-import time
 from pathlib import Path
 
 import torch
@@ -28,20 +27,18 @@ import torch
 from muon_ad import DEFAULT_TEACHER
 from muon_ad.bench.common import (
     BenchOutput,
-    median,
     require_teacher,
     sample_pair,
     student_backend,
     student_workload,
-    time_ms,
+    teacher_ad_seconds,
     trained_student,
 )
 from muon_ad.data.images import to_tensor
 from muon_ad.eval.profile import measure_latency, peak_memory_mb
 from muon_ad.models.teacher import Teacher, load_teacher
 from muon_ad.runtime.stylizer import Stylizer
-from muon_ad.synthesis import ADObjective, ddim_timesteps, optimize_latent
-from muon_ad.synthesis.transfer import CONTENT_WEIGHT, STYLIZE_STEPS, image_batch
+from muon_ad.synthesis.transfer import STYLIZE_STEPS
 
 SAMPLING_STEPS = 30
 
@@ -50,31 +47,6 @@ def student_fps(student: str | Path | None, resolution: int, repeats: int, devic
     content, style = (to_tensor(image) for image in sample_pair(resolution))
     stylizer = Stylizer(student_backend(student, device), style)
     return measure_latency(lambda: stylizer(content), repeats=repeats, warmup=2, device=device)
-
-
-def teacher_ad_seconds(teacher: Teacher, resolution: int, timed_steps: int, device: str) -> dict:
-    """Seconds per image of AD style transfer (STYLIZE_STEPS steps), from timed steps and one-off costs."""
-    content, style = sample_pair(resolution)
-    with torch.no_grad():
-        encode_ms = time_ms(lambda: teacher.encode_images(image_batch(content, (resolution, resolution))), 3, 1, device)
-        content_latent = teacher.encode_images(image_batch(content, (resolution, resolution)))
-        style_latent = teacher.encode_images(image_batch(style, (resolution, resolution)))
-        decode_ms = time_ms(lambda: teacher.decode_latents(content_latent), 3, 1, device)
-    objective = ADObjective(teacher, style_latent, content_latent, CONTENT_WEIGHT)
-    # The first `timed_steps` + 1 timesteps of the real schedule; step 0 is warm-up.
-    timesteps = ddim_timesteps(teacher, STYLIZE_STEPS)[: timed_steps + 1]
-    stamps = [time.perf_counter()]
-
-    def stamp(step: int, latent: torch.Tensor) -> None:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        stamps.append(time.perf_counter())
-
-    optimize_latent(objective, content_latent, timesteps, "adam", progress=False, on_step=stamp)
-    step_ms = [(b - a) * 1000.0 for a, b in zip(stamps[1:], stamps[2:])]
-    once_ms = 2 * median(encode_ms) + median(decode_ms)  # content and style encoded, result decoded
-    return {"seconds": (STYLIZE_STEPS * median(step_ms) + once_ms) / 1000.0, "step_ms": step_ms,
-            "encode_ms": encode_ms, "decode_ms": decode_ms}
 
 
 def generation_seconds(teacher: Teacher, repeats: int, warmup: int, device: str) -> dict:

@@ -39,10 +39,18 @@ class DomainFeatures(nn.Module):
         self.head = nn.Linear(self.num_features, len(self.labels))  # used only while training
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.stage_maps(x)[-1].mean(dim=(2, 3))
+
+    def stage_maps(self, x: Tensor) -> list[Tensor]:
+        """The feature maps (B, widths[k], h, w) after each stage: the intermediate features style statistics use."""
         if x.shape[-2:] != (self.size, self.size):
             # Antialiased, so large inputs are not aliased into textures they do not contain.
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
-        return self.body(x).mean(dim=(2, 3))
+        maps = []
+        for k in range(0, len(self.body), 3):  # each stage is conv, norm, activation
+            x = self.body[k : k + 3](x)
+            maps.append(x)
+        return maps
 
     def logits(self, x: Tensor) -> Tensor:
         return self.head(self(x))

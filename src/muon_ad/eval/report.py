@@ -107,6 +107,31 @@ def pareto_figure(points: Sequence[ParetoPoint], quality_label: str, title: str)
     return fig
 
 
+def style_content_figure(rows: dict[str, dict[str, float]], style_key: str, content_keys: Sequence[str],
+                         labels: dict[str, str], title: str):
+    """Style distance (y, lower is better, e.g. style FID; the axis is inverted so that up is more style) against
+    each measure of content kept (x, higher is better; one panel each). Every row is a marked point named in
+    the legend; each panel's Pareto front (toward the upper right) is drawn as a step line."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(content_keys), figsize=(5.2 * len(content_keys), 3.8), dpi=100, squeeze=False)
+    markers = "osD^v<>p*h"
+    for ax, key in zip(axes[0], content_keys):
+        for i, (name, row) in enumerate(rows.items()):
+            ax.scatter(row[key], row[style_key], s=60, marker=markers[i % len(markers)], zorder=3, label=name)
+        # pareto_front minimises both axes; with x negated it keeps the points no other beats on both.
+        front = pareto_front([ParetoPoint(name, -row[key], row[style_key]) for name, row in rows.items()])
+        ax.step([-p.latency_ms for p in front], [p.quality for p in front], where="pre", color="gray",
+                linestyle="--", label="Pareto front", zorder=2)
+        ax.invert_yaxis()
+        ax.set(xlabel=f"{labels[key]} (content kept, higher is better)",
+               ylabel=f"{labels[style_key]} (lower is better)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig, path: str | Path) -> Path:
     """Save a matplotlib figure as PNG and close it (open figures are never freed otherwise)."""
     fig.savefig(path)

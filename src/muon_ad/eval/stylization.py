@@ -22,6 +22,7 @@ from muon_ad.data.procedural import ProceduralScenes, ProceduralTextures
 from muon_ad.eval.domain_features import DomainFeatures, train_domain_features
 from muon_ad.eval.evaluate import evaluate_images
 from muon_ad.eval.fid import FeatureExtractor
+from muon_ad.eval.recognition import real_textures
 from muon_ad.runtime.backends import StudentBackend, encode_style, run_student
 
 EVAL_SEED = 4242  # not 0 (teacher data, distillation content) nor 1 (distillation styles)
@@ -29,9 +30,18 @@ EVAL_SEED = 4242  # not 0 (teacher data, distillation content) nor 1 (distillati
 
 def builtin_pairs(count: int, size: int, seed: int = EVAL_SEED) -> tuple[Tensor, Tensor]:
     """(contents, styles), each (count, 3, size, size) in [-1, 1]: procedural scenes and textures."""
-    scenes, textures = ProceduralScenes(count, size, seed), ProceduralTextures(count, size, seed)
-    return (torch.stack([scenes[i]["image"] for i in range(count)]),
-            torch.stack([textures[i]["image"] for i in range(count)]))
+    contents, styles, _ = builtin_labelled_pairs(count, size, seed)
+    return contents, styles
+
+
+def builtin_labelled_pairs(count: int, size: int, seed: int = EVAL_SEED) -> tuple[Tensor, Tensor, dict[str, list[str]]]:
+    """`builtin_pairs` and each style's true labels ({"family": [...], "palette": [...]}, as the judges name them).
+
+    Every `size` gives the same pictures, rendered at that size (the procedural parameters depend on the seed
+    only), so scores at two resolutions compare the same pairs."""
+    scenes = ProceduralScenes(count, size, seed)
+    styles, labels = real_textures(count, size, seed)
+    return torch.stack([scenes[i]["image"] for i in range(count)]), styles, labels
 
 
 def builtin_domain_features(size: int, count: int = 480, steps: int = 300, seed: int = 0) -> DomainFeatures:
