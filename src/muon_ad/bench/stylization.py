@@ -62,7 +62,7 @@ class Settings:
 
 
 FULL = Settings()
-QUICK = Settings(pairs=4, ad_steps=6, students=distill_convergence.QUICK, judge_images=240, judge_steps=60,
+QUICK = Settings(pairs=4, ad_steps=6, students=distill_convergence.QUICK, judge_images=160, judge_steps=40,
                  feature_images=120, feature_steps=30, kid_subsets=20, grid_pairs=4, timed_ad_steps_large=1)
 
 

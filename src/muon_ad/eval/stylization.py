@@ -4,7 +4,8 @@ What `muon-ad evaluate STUDENT` and the demo report. Pair i is content i with st
 pairs are drawn with `EVAL_SEED`, a seed none of the project's training sets uses, so neither the
 teacher nor the student has seen them. Style is scored as FID-domain/KID-domain of the stylised images
 against the style images (did the images take on the styles' statistics?), structure as SSIM/PSNR
-against the content images (was the content kept?).
+against the content images (was the content kept?). `style_strength` adds per-pair measures that the identity
+map (output = content) cannot pass, and `builtin_labelled_pairs` the style labels they need.
 
 The FID-domain feature network for the built-in data is trained on the procedural textures' family
 labels, as the distillation recipe trains its own on the style bank; one network must score every
