@@ -14,7 +14,10 @@ N; muon_steps_to_adamw_final = the step at which Muon's curve first reaches it (
 between validations); speedup = N / that, and 0 when Muon never reaches it within N. FID-domain (the
 student's images vs their style images) and SSIM (vs their content images) of both runs at step N.
 The median seconds per step of each run are reported too (Muon's orthogonalisation and the projection's
-second backward pass cost time; steps are what the speedup counts).
+second backward pass cost time; steps are what the speedup counts). style_strength_muon / _adamw: each
+student's style_strength_ratio on held-out labelled pairs (`StyleReference`: 0 = the identity map's style
+FID-domain, 1 = optimisation-based AD's), because FID-domain against the validation styles alone does not
+tell a near-identity student from a stylising one.
 
 Statistics and fair tuning. The race runs once per seed in `seeds` (student init and every draw); figures
 are means over seeds, `speedup_std` the sample standard deviation. Before it, each optimiser's lr is tuned:
@@ -30,11 +33,26 @@ import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+from torch import Tensor
+
 from muon_ad import DEFAULT_TEACHER
 from muon_ad.bench.common import BenchOutput, median, require_teacher
 from muon_ad.config import to_dict
+from muon_ad.eval import compute_fid
+from muon_ad.eval.style_strength import style_strength_ratio
+from muon_ad.eval.stylization import (
+    EVAL_SEED,
+    ad_stylize_pairs,
+    builtin_domain_features,
+    builtin_labelled_pairs,
+    stylize_pairs,
+)
+from muon_ad.models.teacher import load_teacher
 from muon_ad.models.student import StudentConfig
 from muon_ad.recipes.distill import DistillConfig, as_baseline, distill
+from muon_ad.runtime import load_backend
+from muon_ad.synthesis.transfer import STYLIZE_STEPS
 
 
 @dataclass
@@ -47,12 +65,15 @@ class Settings:
     fid_feature_steps: int = 100  # the FID-domain CNN: ~1 min of a 10-minute budget
     seeds: tuple[int, ...] = (0, 1, 2)  # train.seed of each Muon-AD / AdamW pair of runs (init and every draw)
     lr_scales: tuple[float, ...] = (0.5, 1.0, 2.0)  # the lr grid: multipliers of every phase's lr, tuned per optimiser
+    style_pairs: int = 16  # held-out labelled pairs the style strength is measured on (identity and AD beside)
+    ad_steps: int = STYLIZE_STEPS  # the AD reference's budget (published: 200)
+    style_feature_steps: int = 300  # its FID-domain network (builtin_domain_features)
     student: StudentConfig | None = None  # None: the CPU preset (StudentConfig defaults)
 
 
 FULL = Settings()
 QUICK = Settings(steps=12, batch_size=2, val_every=4, val_pairs=4, images=12, fid_feature_steps=10, seeds=(0,),
-                 lr_scales=(0.5, 1.0),
+                 lr_scales=(0.5, 1.0), style_pairs=4, ad_steps=6, style_feature_steps=30,
                  student=StudentConfig(base_channels=8, heads=2, style_channels=(8, 16), style_dim=16, norm_groups=4))
 
 
@@ -145,13 +166,42 @@ def race(settings: Settings, out: Path, device: str, seed: int, scales: dict[str
             "curves": {"muon": muon, "adamw": adamw}, "recipe": to_dict(muon_cfg)}
 
 
+@dataclass
+class StyleReference:
+    """Held-out labelled pairs, the FID-domain network that scores them, and the style FID-domain of the two
+    reference rows on them: the identity map (style strength 0) and AD with Adam (style strength 1)."""
+
+    contents: Tensor
+    styles: Tensor
+    feature: torch.nn.Module
+    style_fid_identity: float
+    style_fid_ad: float
+
+    @classmethod
+    def build(cls, settings: Settings, device: str) -> StyleReference:
+        teacher = load_teacher(DEFAULT_TEACHER, device)
+        contents, styles, _ = builtin_labelled_pairs(settings.style_pairs, teacher.image_size)
+        feature = builtin_domain_features(teacher.image_size, steps=settings.style_feature_steps)
+        ad, _ = ad_stylize_pairs(teacher, contents, styles, "adam", settings.ad_steps)
+        return cls(contents, styles, feature, compute_fid(styles, contents, feature), compute_fid(styles, ad, feature))
+
+    def strength(self, student: Path, device: str) -> float:
+        """style_strength_ratio of the saved student on these pairs."""
+        images = stylize_pairs(load_backend(student, device), self.contents, self.styles)
+        return style_strength_ratio(self.style_fid_identity, self.style_fid_ad,
+                                    compute_fid(self.styles, images, self.feature))
+
+
 def measure(settings: Settings, out: Path, device: str) -> BenchOutput:
     shutil.rmtree(out, ignore_errors=True)  # a leftover run would be resumed, not measured
     tuning = tune(settings, out / "tuning", device)
+    reference = StyleReference.build(settings, device)
     runs = []
     for seed in settings.seeds:
         features = out / f"seed-{settings.seeds[0]}" / "muon" / "fid-domain" if runs else None
         runs.append(race(settings, out / f"seed-{seed}", device, seed, tuning["best_scale"], features))
+        runs[-1].update({f"style_strength_{name}": reference.strength(out / f"seed-{seed}" / name / "student", device)
+                         for name in ("muon", "adamw")})
 
     def mean(key: str) -> float:
         return statistics.fmean(run[key] for run in runs)
@@ -175,6 +225,9 @@ def measure(settings: Settings, out: Path, device: str) -> BenchOutput:
         "ssim_muon": mean("ssim_muon"),
         "ssim_adamw": mean("ssim_adamw"),
         "ssim_gain": mean("ssim_muon") / mean("ssim_adamw") - 1,
+        "style_strength_muon": mean("style_strength_muon"),  # 0: the identity map; 1: AD's style FID-domain
+        "style_strength_adamw": mean("style_strength_adamw"),
+        "style_strength_muon_std": spread("style_strength_muon"),
         "seconds_per_step_muon": mean("seconds_per_step_muon"),
         "seconds_per_step_adamw": mean("seconds_per_step_adamw"),
         "lr_scale_muon": tuning["best_scale"]["muon"],
@@ -183,7 +236,11 @@ def measure(settings: Settings, out: Path, device: str) -> BenchOutput:
     config = {"settings": {k: v for k, v in asdict(settings).items() if k != "student"}, "fid": "FID-domain",
               "recipe": runs[0]["recipe"], "runs": [{k: v for k, v in run.items() if k != "recipe"} for run in runs],
               "folder": str(out), "aggregation": "mean over seeds; *_std: sample standard deviation",
-              "tuning": {**tuning, "grid": list(settings.lr_scales), "data_seed": TUNING_DATA_SEED}}
+              "tuning": {**tuning, "grid": list(settings.lr_scales), "data_seed": TUNING_DATA_SEED},
+              "style_strength": {"style_fid_identity": reference.style_fid_identity,
+                                 "style_fid_ad": reference.style_fid_ad, "pairs": settings.style_pairs,
+                                 "ad_steps": settings.ad_steps, "pairs_seed": EVAL_SEED,
+                                 "what": "style FID-domain on held-out labelled pairs, identity = 0, AD (Adam) = 1"}}
     baseline = ("the same recipe (student init, pairs, timesteps, curriculum, validation) with AdamW everywhere and "
                 "no conflict projection, for each seed; FID is FID-domain (a CNN trained on the built-in textures)")
     return BenchOutput(config=config, metrics=metrics, baseline=baseline)

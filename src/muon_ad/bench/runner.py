@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import time
 from pathlib import Path
 
@@ -37,10 +38,21 @@ def run_benchmark(name: str, quick: bool, device: str, out: str | Path | None = 
     }
     path = Path(out or f"bench-results/{name}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(record, indent=2))
+    write_text_atomic(path, json.dumps(_finite_or_null(record), indent=2))
     print(format_table(record))
     print(f"wrote {path}")
     return record
+
+
+def _finite_or_null(value: object) -> object:
+    """NaN/inf (e.g. a ratio with no scale to measure against) as JSON null: strict JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def format_table(record: dict) -> str:

@@ -29,15 +29,21 @@ from torch import Tensor
 from muon_ad import DEFAULT_TEACHER
 from muon_ad.bench import distill_convergence
 from muon_ad.bench.common import BenchOutput, median, require_teacher, teacher_ad_seconds, time_ms
-from muon_ad.data.images import save_image_atomic, to_pil
+from muon_ad.data.images import save_image_atomic
 from muon_ad.eval.recognition import train_judges
 from muon_ad.eval.report import save_figure, style_content_figure
 from muon_ad.eval.style_strength import STYLE_BAR, passes_style_bar, score_stylization, style_strength_ratio
-from muon_ad.eval.stylization import EVAL_SEED, builtin_domain_features, builtin_labelled_pairs, stylize_pairs
+from muon_ad.eval.stylization import (
+    EVAL_SEED,
+    ad_stylize_pairs,
+    builtin_domain_features,
+    builtin_labelled_pairs,
+    stylize_pairs,
+)
 from muon_ad.models.teacher import Teacher, load_teacher
 from muon_ad.runtime import load_backend
 from muon_ad.synthesis.ad_loop import DEFAULT_LR
-from muon_ad.synthesis.transfer import STYLIZE_STEPS, stylize
+from muon_ad.synthesis.transfer import STYLIZE_STEPS
 from muon_ad.visual import image_grid
 
 ROWS = {"identity": "identity (output = content)", "ad": "AD, Adam", "ad_muon": "AD, Muon",
@@ -64,18 +70,6 @@ class Settings:
 FULL = Settings()
 QUICK = Settings(pairs=4, ad_steps=6, students=distill_convergence.QUICK, judge_images=160, judge_steps=40,
                  feature_images=120, feature_steps=30, kid_subsets=20, grid_pairs=4, timed_ad_steps_large=1)
-
-
-def ad_outputs(teacher: Teacher, contents: Tensor, styles: Tensor, optimizer: str, steps: int) -> tuple[Tensor, list[float]]:
-    """AD style transfer of every pair at the teacher's size, and the seconds each pair took."""
-    images, seconds = [], []
-    for content, style in zip(contents, styles):
-        start = time.perf_counter()
-        result = stylize(teacher, to_pil(content), to_pil(style), steps=steps, optimizer=optimizer,
-                         size=contents.shape[-1], progress=False)
-        seconds.append(time.perf_counter() - start)
-        images.append(result.image.cpu().clamp(-1, 1))
-    return torch.stack(images), seconds
 
 
 def student_outputs(folder: Path, contents: Tensor, styles: Tensor, device: str) -> tuple[Tensor, float]:
@@ -108,7 +102,8 @@ def measure(settings: Settings, out: Path, device: str) -> BenchOutput:
     contents, styles, labels = builtin_labelled_pairs(settings.pairs, size)
     outputs, seconds, repeats = {"identity": contents}, {}, {}
     for row, optimizer in (("ad", "adam"), ("ad_muon", "muon")):
-        outputs[row], repeats[f"seconds_{row}"] = ad_outputs(teacher, contents, styles, optimizer, settings.ad_steps)
+        outputs[row], repeats[f"seconds_{row}"] = ad_stylize_pairs(teacher, contents, styles, optimizer,
+                                                                    settings.ad_steps)
         seconds[row] = median(repeats[f"seconds_{row}"])
     for row, run in STUDENTS.items():
         outputs[row], seconds[row] = student_outputs(out / "students" / run / "student", contents, styles, device)

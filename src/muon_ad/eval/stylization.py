@@ -14,17 +14,21 @@ model that is compared, or the FIDs are not comparable.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from muon_ad.data.images import to_pil
 from muon_ad.data.procedural import ProceduralScenes, ProceduralTextures
 from muon_ad.eval.domain_features import DomainFeatures, train_domain_features
 from muon_ad.eval.evaluate import evaluate_images
 from muon_ad.eval.fid import FeatureExtractor
 from muon_ad.eval.recognition import real_textures
+from muon_ad.models.teacher import Teacher
 from muon_ad.runtime.backends import StudentBackend, encode_style, run_student
+from muon_ad.synthesis import stylize
 
 EVAL_SEED = 4242  # not 0 (teacher data, distillation content) nor 1 (distillation styles)
 
@@ -57,6 +61,21 @@ def stylize_pairs(backend: StudentBackend, contents: Tensor, styles: Tensor, bat
     out = [run_student(backend, contents[i : i + batch_size], encode_style(backend, styles[i : i + batch_size]))
            for i in range(0, len(contents), batch_size)]
     return torch.cat(out)
+
+
+def ad_stylize_pairs(
+    teacher: Teacher, contents: Tensor, styles: Tensor, optimizer: str, steps: int,
+) -> tuple[Tensor, list[float]]:
+    """Optimisation-based AD style transfer (`synthesis.stylize`) of every pair at the contents' size, one pair at a
+    time, and the seconds each took: the teacher's own path to the images a student is compared with."""
+    images, seconds = [], []
+    for content, style in zip(contents, styles):
+        start = time.perf_counter()
+        result = stylize(teacher, to_pil(content), to_pil(style), steps=steps, optimizer=optimizer,
+                         size=contents.shape[-1], progress=False)
+        seconds.append(time.perf_counter() - start)
+        images.append(result.image.cpu().clamp(-1, 1))
+    return torch.stack(images), seconds
 
 
 def evaluate_stylized(
