@@ -33,6 +33,13 @@ def test_quick_demo_fills_every_claim_row(tmp_path):
     assert verdicts["65% less communication (distributed training)"] == "not built yet"  # never a made-up number
     assert all(v in ("met", "not met") for k, v in verdicts.items() if "communication" not in k and "pruning" not in k)
 
+    goals = _table_rows(markdown, "| goal | measured in this run | how | verdict |")
+    assert any("style strength" in row[0] for row in goals) and all(row[3] in VERDICTS for row in goals)
+    header = ("| row | style FID-domain ↓ | palette hit ↑ | family hit ↑ | Gram distance ↓ | style strength ↑ | "
+              "SSIM to content | edge score | ms / image |")
+    rows = {row[0] for row in _table_rows(markdown, header)}
+    assert rows == {"identity", "AD Adam", "AD Muon", "Muon-AD", "AdamW"}  # every reference row, on the same pairs
+
     page = index.read_text()
     for name in re.findall(r"<img src='([^']+)'", page):
         assert (folder / name).stat().st_size > 0, name

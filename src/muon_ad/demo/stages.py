@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,17 +13,25 @@ import torch
 from muon_ad import DEFAULT_TEACHER
 from muon_ad.bench import BENCHMARKS, ad_convergence, distill_convergence, memory, realtime
 from muon_ad.config import load_config
-from muon_ad.data.images import save_image_atomic, to_pil
+from muon_ad.data.images import save_image_atomic
 from muon_ad.demo.settings import TEACHER_CONFIG, DemoSettings
-from muon_ad.eval.profile import measure_latency
-from muon_ad.eval.report import convergence_figure, save_figure
-from muon_ad.eval.stylization import builtin_domain_features, builtin_pairs, evaluate_stylized, stylize_pairs
+from muon_ad.eval.domain_features import DomainFeatures
+from muon_ad.eval.profile import measure_latency, median
+from muon_ad.eval.recognition import train_judges
+from muon_ad.eval.report import convergence_figure, save_figure, style_content_figure
+from muon_ad.eval.style_strength import score_stylization, style_strength_ratio
+from muon_ad.eval.stylization import (
+    ad_stylize_pairs,
+    builtin_domain_features,
+    builtin_labelled_pairs,
+    builtin_pairs,
+    stylize_pairs,
+)
 from muon_ad.io import write_text_atomic
 from muon_ad.models.teacher import load_teacher
 from muon_ad.recipes.distill import as_baseline, distill
 from muon_ad.recipes.train_teacher import TrainTeacherConfig, train_teacher
 from muon_ad.runtime import FrameWriter, Stylizer, encode_style, load_backend, run_stream, run_student, synthetic_frames
-from muon_ad.synthesis import stylize
 from muon_ad.visual import image_grid
 
 
@@ -102,42 +109,45 @@ def stage_distill(s: DemoSettings, teacher_path: Path, features: Path, out: Path
                  results={**metrics, "runs": results, "curve": str(out / "distill" / "convergence.png")})
 
 
+EVAL_LABELS = {"ssim": "SSIM to the content", "edge_score": "edge score", "style_fid": "style FID-domain"}
+
+
 def stage_evaluate(s: DemoSettings, teacher_path: Path, students: dict[str, str], features: Path, out: Path) -> Stage:
-    """Both students on `eval_pairs` held-out pairs; the teacher's AD (Adam, Muon) on the first `teacher_pairs`."""
+    """Every row on the same `eval_pairs` held-out labelled pairs, scored by one FID-domain network and one pair of
+    judges (`eval.style_strength`): the identity map (output = content, style strength 0), optimisation-based AD
+    with Adam (style strength 1) and Muon, both students; and each row's time per image."""
     teacher = load_teacher(teacher_path)
     size = teacher.image_size
-    contents, styles = builtin_pairs(s.eval_pairs, size)
-    k = s.teacher_pairs
-    models, latency_ms, subset_images, labels = {}, {}, {}, ["content", "style"]
+    contents, styles, labels = builtin_labelled_pairs(s.eval_pairs, size)
+    feature_net = DomainFeatures.load(features)
+    judges = train_judges(s.judge_images, size, s.judge_steps)
+    outputs, latency_ms = {"identity": contents}, {}
+    for optimizer in ("adam", "muon"):
+        name = f"AD {optimizer.capitalize()}"
+        outputs[name], seconds = ad_stylize_pairs(teacher, contents, styles, optimizer, s.teacher_ad_steps)
+        latency_ms[name] = 1000.0 * median(seconds)
     for name, folder in students.items():
         backend = load_backend(folder)
-        images = stylize_pairs(backend, contents, styles)
-        models[name] = evaluate_stylized(images, contents, styles, feature="domain", feature_path=features)
-        subset_images[name] = images[:k]
-        labels.append(name)
+        outputs[name] = stylize_pairs(backend, contents, styles)
         latency_ms[name] = measure_latency(lambda: run_student(backend, contents[0], encode_style(backend, styles[0])),
                                            repeats=s.latency_repeats, warmup=2)["median_ms"]
-    for optimizer in ("adam", "muon"):  # the teacher's own path to the same images, for the Pareto plot
-        name, images, seconds = f"teacher AD ({optimizer.capitalize()}, {s.teacher_ad_steps} steps)", [], []
-        for i in range(k):
-            start = time.perf_counter()
-            result = stylize(teacher, to_pil(contents[i]), to_pil(styles[i]), steps=s.teacher_ad_steps,
-                             optimizer=optimizer, size=size, progress=False)
-            seconds.append(time.perf_counter() - start)
-            images.append(result.image)
-        subset_images[name] = torch.stack(images)
-        labels.append(f"AD {optimizer.capitalize()}")
-        latency_ms[name] = 1000.0 * sum(seconds) / len(seconds)
-    subset = {name: evaluate_stylized(images, contents[:k], styles[:k], feature="domain", feature_path=features,
-                                      kid_subsets=10)
-              for name, images in subset_images.items()}
-    columns = [contents[:k], styles[:k], *subset_images.values()]  # one row per pair
+    scores = {name: score_stylization(images, contents, styles, labels, feature_net, judges, kid_subsets=20)
+              for name, images in outputs.items()}
+    for row in scores.values():
+        row["style_strength_ratio"] = style_strength_ratio(scores["identity"]["style_fid"],
+                                                           scores["AD Adam"]["style_fid"], row["style_fid"])
+    k = min(s.eval_pairs, 6)
+    columns = [contents[:k], styles[:k], *(images[:k] for name, images in outputs.items() if name != "identity")]
     grid = torch.stack([column[i] for i in range(k) for column in columns])
-    save_image_atomic(image_grid(grid, labels * k, ncols=len(columns), scale=2), out / "evaluate" / "samples.png")
-    save_json(out / "evaluate" / "result.json", {"models": models, "subset": subset, "latency_ms": latency_ms})
-    return Stage("evaluate", note=f"{s.eval_pairs} held-out pairs at {size} px; teacher AD on {k}",
-                 results={"models": models, "subset": subset, "latency_ms": latency_ms,
-                          "samples": str(out / "evaluate" / "samples.png")})
+    names = ["content (= identity)", "style", *(name for name in outputs if name != "identity")]
+    save_image_atomic(image_grid(grid, names * k, ncols=len(columns), scale=2), out / "evaluate" / "samples.png")
+    figure = style_content_figure(scores, "style_fid", ["ssim", "edge_score"], EVAL_LABELS,
+                                  f"style vs content, {s.eval_pairs} held-out pairs at {size} px")
+    save_figure(figure, out / "evaluate" / "style-vs-content.png")
+    save_json(out / "evaluate" / "result.json", {"scores": scores, "latency_ms": latency_ms})
+    return Stage("evaluate", note=f"{s.eval_pairs} held-out pairs at {size} px; AD {s.teacher_ad_steps} steps",
+                 results={"scores": scores, "latency_ms": latency_ms, "samples": str(out / "evaluate" / "samples.png"),
+                          "pareto": str(out / "evaluate" / "style-vs-content.png")})
 
 
 def stage_realtime(s: DemoSettings, teacher_path: Path, student: str, out: Path) -> Stage:
