@@ -171,6 +171,15 @@ def write_report(stages: dict[str, Stage], s: DemoSettings, out: Path, seconds: 
     report.image(st["input"], "stream-input.gif", "synthetic input clip (a camera panning and pausing)")
     report.image(st["style"], "stream-style.png", "style")
     report.image(st["output"], "stream-output.gif", "stylised live by the Muon-AD student")
+
+    report.heading("Try next")
+    student, teacher = stages["distill"].results["runs"]["Muon-AD"]["student"], stages["teacher"].results.get("folder")
+    with_teacher = f" --teacher {teacher}" if teacher else ""
+    report.paragraph("On this run's teacher and Muon-AD student (from the folder the demo ran in): "
+                     f"`muon-ad stylize -c CONTENT.png -s {st['style']} --student {student}` (one forward pass); "
+                     f"`muon-ad stylize -c CONTENT.png -s {st['style']}{with_teacher}` (AD through the teacher); "
+                     f"`muon-ad stream --style {st['style']} --student {student}`; "
+                     f"`muon-ad sample -p \"blue and orange stripes\"{with_teacher}`.")
     return report.write()
 
 

@@ -45,16 +45,19 @@ class Stage:
 
 
 def stage_teacher(s: DemoSettings, out: Path) -> tuple[Path, Stage]:
-    """Quick: a tiny teacher trained into DIR, so the demo depends on nothing. Full: the built-in teacher."""
+    """Quick: a tiny teacher trained into DIR, so the demo depends on nothing. Full: the built-in teacher, trained
+    (once) where every command looks for it by default (`DEFAULT_TEACHER`), so the README's next commands find it."""
     if not s.quick and (Path(DEFAULT_TEACHER) / "unet").is_dir():
         samples = Path(DEFAULT_TEACHER).parent / "samples.png"
         return Path(DEFAULT_TEACHER), Stage("teacher", note=f"reused {DEFAULT_TEACHER}",
                                             results={"samples": str(samples) if samples.is_file() else None})
-    cfg = load_config(TrainTeacherConfig, TEACHER_CONFIG, s.teacher_overrides + [f"train.out_dir={out / 'teacher'}"])
+    run = out / "teacher" if s.quick else Path(DEFAULT_TEACHER).parent
+    cfg = load_config(TrainTeacherConfig, TEACHER_CONFIG, s.teacher_overrides + [f"train.out_dir={run}"])
     folder = train_teacher(cfg)
     steps = cfg.train.vae_steps + cfg.train.unet_steps
-    return folder, Stage("teacher", note=f"trained {steps} steps at {cfg.model.image_size} px",
-                         results={"samples": str(out / "teacher" / "samples.png"), "steps": steps})
+    return folder, Stage("teacher", note=f"trained {steps} steps at {cfg.model.image_size} px into {folder}",
+                         results={"samples": str(run / "samples.png"), "steps": steps,
+                                  "folder": None if folder == Path(DEFAULT_TEACHER) else str(folder)})
 
 
 def stage_features(s: DemoSettings, size: int, out: Path) -> tuple[Path, Stage]:
