@@ -111,3 +111,17 @@ def test_masks_share_labels_by_colour_and_restrict_the_loss(teacher, images):
     masked = stylize(teacher, *images, steps=1, masks=(pil(content_mask), pil(style_mask)), progress=False)
     plain = stylize(teacher, *images, steps=1, progress=False)
     assert masked.history[0]["ad"] != pytest.approx(plain.history[0]["ad"])
+
+
+def test_stylize_batch_is_stylize_pair_by_pair(teacher):
+    from muon_ad.data.images import to_tensor
+    from muon_ad.synthesis import stylize_batch
+
+    rng = np.random.default_rng(1)
+    contents = [pil(make_scene(32, rng)[0]) for _ in range(2)]
+    styles = [pil(make_texture(f, "red_white", 32, rng)) for f in ("stripes", "dots")]
+    batch = stylize_batch(teacher, torch.stack([to_tensor(c) for c in contents]),
+                          torch.stack([to_tensor(s) for s in styles]), steps=3, lr=0.1)
+    for i, (content, style) in enumerate(zip(contents, styles)):
+        single = stylize(teacher, content, style, steps=3, optimizer="adam", lr=0.1, size=32, progress=False).image
+        assert torch.allclose(batch[i], single, atol=1e-4), (batch[i] - single).abs().max()

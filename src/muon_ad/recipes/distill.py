@@ -24,7 +24,7 @@ import copy
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -45,6 +45,7 @@ from muon_ad.distill import (
     build_banks,
     check_hooks,
 )
+from muon_ad.distill.targets import TargetBank, build_target_bank
 from muon_ad.eval import compute_fid, ssim
 from muon_ad.eval.fid import style_feature_network
 from muon_ad.models.student import Student, StudentConfig, save_student
@@ -117,8 +118,8 @@ def as_baseline(cfg: DistillConfig) -> DistillConfig:
     return baseline
 
 
-LOG_FIELDS = ["step", "phase", "lr", "batch_size", "loss", "ad", "content", "kl", "style_weight", "content_weight",
-              "ssim", "grad_norm", "conflict_acted", "seconds"]
+LOG_FIELDS = ["step", "phase", "lr", "batch_size", "loss", "ad", "content", "kl", "target", "style_weight",
+              "content_weight", "ssim", "grad_norm", "conflict_acted", "seconds"]
 VAL_FIELDS = ["step", "val_loss", "ad", "content", "kl", "ssim", "fid"]
 
 
@@ -144,6 +145,14 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
     (train_content, val_content), (train_style, val_style) = (b.split(cfg.data.val_pairs) for b in (content, style))
     train = PairSet.encode(train_content, train_style, objective.encode, device)
     val = PairSet.encode(val_content, val_style, objective.encode, device)
+    targets = None
+    if cfg.distill.target_weight > 0:
+        d = cfg.distill
+        path = Path(d.target_path) if d.target_path else out / "ad-targets.safetensors"
+        made_from = {"teacher": str(Path(cfg.train.teacher).resolve()), "data": asdict(cfg.data),
+                     "teacher_written": max(f.stat().st_mtime_ns for f in Path(cfg.train.teacher).rglob("*.safetensors"))}
+        targets = build_target_bank(teacher, train, d.target_pairs, d.target_steps, d.target_lr, cfg.data.seed, path,
+                                    made_from)
     v = cfg.validation
     feature = style_feature_network(v.fid_features, v.fid_features_path, train_style.batch(slice(None)),
                                     train_style.labels, out / "fid-domain", v.fid_feature_steps, v.fid_feature_widths,
@@ -204,7 +213,7 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
                 for hook in hooks:
                     hook(plan, student, optimizer)
 
-                result = train_step(plan, student, objective, optimizer, projection, train, cfg.train, device)
+                result = train_step(plan, student, objective, optimizer, projection, train, targets, cfg.train, device)
                 ema.step(student.parameters())
                 curriculum.observe(plan, result["ssim"])
                 step += 1
@@ -214,7 +223,7 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
                        "conflict_acted": projection.acted if projection is not None else 0,
                        "seconds": time.time() - start}
                 logger.log("log.csv", row, step, tag="train",
-                           scalars=("loss", "ad", "content", "kl", "content_weight", "ssim", "grad_norm", "lr"))
+                           scalars=("loss", "ad", "content", "kl", "target", "content_weight", "ssim", "grad_norm", "lr"))
                 bar.set_postfix(phase=plan.phase, loss=f"{result['loss']:.4f}", ssim=f"{result['ssim']:.3f}")
                 bar.update()
                 if step % v.every == 0 or step == total:
@@ -233,18 +242,26 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
 
 def train_step(
     plan: StepPlan, student: Student, objective: DistillObjective, optimizer: torch.optim.Optimizer,
-    projection: ConflictProjection | None, train: PairSet, cfg: DistillTrainConfig, device: torch.device,
+    projection: ConflictProjection | None, train: PairSet, targets: TargetBank | None, cfg: DistillTrainConfig,
+    device: torch.device,
 ) -> dict[str, float]:
-    """One optimizer step on a random batch of pairs: the two objectives, combined (with conflict projection
-    when enabled), clipped, applied. Returns the step's losses, gradient norm and batch SSIM."""
-    content_index = torch.randint(len(train.content.images), (plan.batch_size,))
-    style_index = torch.randint(len(train.style.images), (plan.batch_size,))
+    """One optimizer step on a random batch of pairs (pairs of the AD-target bank when there is one): the two
+    objectives, combined (with conflict projection when enabled and both have gradients), clipped, applied.
+    Returns the step's losses, gradient norm and batch SSIM."""
+    if targets is not None:
+        pick = torch.randint(len(targets), (plan.batch_size,))
+        content_index, style_index = targets.content_index[pick], targets.style_index[pick]
+        target = targets.targets(pick, device)
+    else:
+        content_index = torch.randint(len(train.content.images), (plan.batch_size,))
+        style_index = torch.randint(len(train.style.images), (plan.batch_size,))
+        target = None
     content, *rest = train.batch(content_index, style_index, device)
     with autocast(cfg.amp, device):
         terms = objective(student, content, *rest, style_weight=plan.style_weight,
-                          content_weight=plan.content_weight)
+                          content_weight=plan.content_weight, targets=target)
     params = [p for p in student.parameters() if p.requires_grad]
-    if projection is not None:
+    if projection is not None and terms.content_objective.requires_grad:
         projection.backward([terms.style_objective, terms.content_objective], params)
     else:
         terms.loss.backward()
@@ -252,7 +269,8 @@ def train_step(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return {"loss": terms.loss.item(), "ad": terms.ad.item(), "content": terms.content.item(), "kl": terms.kl.item(),
-            "grad_norm": grad_norm.item(), "ssim": ssim(terms.image.detach().float(), content)}
+            "target": terms.target.item(), "grad_norm": grad_norm.item(),
+            "ssim": ssim(terms.image.detach().float(), content)}
 
 
 @torch.no_grad()

@@ -13,7 +13,15 @@ from muon_ad.synthesis.ad_loop import (
 from muon_ad.synthesis.guided import guided_sample
 from muon_ad.synthesis.loss_curve import loss_curve_paths, save_loss_curve
 from muon_ad.synthesis.tiling import circular_padding
-from muon_ad.synthesis.transfer import SynthesisResult, fit_size, size_multiple, stylize, synthesize, texture
+from muon_ad.synthesis.transfer import (
+    SynthesisResult,
+    fit_size,
+    size_multiple,
+    stylize,
+    stylize_batch,
+    synthesize,
+    texture,
+)
 
 __all__ = [
     "DEFAULT_LR",
@@ -31,6 +39,7 @@ __all__ = [
     "save_loss_curve",
     "size_multiple",
     "stylize",
+    "stylize_batch",
     "synthesize",
     "texture",
 ]

@@ -20,11 +20,19 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from muon_ad.attention import AttentionCapture, ad_loss, content_loss
 from muon_ad.attention.capture import LayerSpec
 from muon_ad.data.images import array_to_tensor, to_rgb
 from muon_ad.errors import UserError
 from muon_ad.models.teacher import Teacher
-from muon_ad.synthesis.ad_loop import ADObjective, History, ddim_timesteps, optimize_latent, resolve_lr
+from muon_ad.synthesis.ad_loop import (
+    ADObjective,
+    History,
+    ddim_timesteps,
+    default_ad_layers,
+    optimize_latent,
+    resolve_lr,
+)
 from muon_ad.synthesis.tiling import circular_padding
 
 STYLIZE_STEPS, TEXTURE_STEPS, CONTENT_WEIGHT = 200, 300, 0.25
@@ -130,3 +138,44 @@ def texture(
     shape = (1, teacher.unet.config.in_channels, height // factor, width // factor)
     init = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(teacher.device)
     return synthesize(teacher, exemplar, init, None, steps, optimizer, lr, 0.0, tile, None, layers, progress)
+
+
+def stylize_batch(
+    teacher: Teacher, contents: Tensor, styles: Tensor, steps: int = STYLIZE_STEPS, lr: float = 0.05,
+    content_weight: float = CONTENT_WEIGHT,
+) -> Tensor:
+    """`stylize` (Adam) of many pairs at once, pair i = contents[i] + styles[i], (B, 3, H, W) in [-1, 1] at a size
+    the teacher takes; returns the stylised images, clamped to [-1, 1].
+
+    The formulation is `stylize`'s (clean latents, one step per DDIM timestep, the default AD layers), but every
+    sample has its own style and content references, so one UNet pass serves the whole batch (`ADObjective`
+    holds one reference pair for all its samples). Adam is elementwise, so one Adam over the batch is an
+    independent Adam per sample; the batch-mean losses are scaled by B so that each sample gets exactly the
+    gradient of its own loss.
+    """
+    layers = default_ad_layers(teacher.unet)
+    batch = len(contents)
+    embeds = teacher.encode_prompts([""]).expand(batch, -1, -1)
+    with torch.no_grad():
+        content_latents, style_latents = teacher.encode_images(contents), teacher.encode_images(styles)
+    latent = content_latents.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([latent], lr=lr)
+    capture = AttentionCapture(teacher.unet, layers, record=("q", "k", "v", "out"))
+    for t in ddim_timesteps(teacher, steps).tolist():
+        timesteps = torch.full((batch,), t, device=latent.device)
+        with torch.no_grad():
+            with capture:
+                teacher.unet(style_latents, timesteps, embeds)
+            style_refs = capture.records
+            with capture:
+                teacher.unet(content_latents, timesteps, embeds)
+            content_refs = capture.records
+        with capture:
+            teacher.unet(latent, timesteps, embeds)
+            loss = ad_loss(capture.records, style_refs) + content_weight * content_loss(capture.records, content_refs)
+        optimizer.zero_grad(set_to_none=True)
+        (loss * batch).backward()
+        optimizer.step()
+    with torch.no_grad():
+        return teacher.decode_latents(latent.detach()).clamp(-1, 1)
+
