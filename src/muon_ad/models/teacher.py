@@ -14,8 +14,6 @@ Everything is a stock diffusers/transformers component, so sampling is diffusers
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +22,9 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditi
 from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from muon_ad import DEFAULT_GUIDANCE_SCALE, DEFAULT_TEACHER
+from muon_ad.checks import finite_tensors
 from muon_ad.errors import UserError
+from muon_ad.io import write_folder_atomic
 _REQUIRED = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
@@ -220,32 +220,31 @@ def load_teacher(path: str | Path = DEFAULT_TEACHER, device: str | torch.device 
 
 
 def save_teacher(teacher: Teacher, path: str | Path) -> Path:
-    """Write the teacher as a diffusers SD-1.5-layout folder, atomically (temporary folder, then rename)."""
-    final = Path(path)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    teacher.unet.save_pretrained(tmp / "unet")
-    teacher.vae.save_pretrained(tmp / "vae")
-    teacher.text_encoder.save_pretrained(tmp / "text_encoder")
-    teacher.tokenizer.save_pretrained(tmp / "tokenizer")
-    teacher.scheduler.save_pretrained(tmp / "scheduler")
-    index = {
-        "_class_name": "StableDiffusionPipeline",
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", type(teacher.tokenizer).__name__],
-        "scheduler": ["diffusers", type(teacher.scheduler).__name__],
-        "safety_checker": [None, None],
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-    }
-    (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
-    if final.exists():
-        shutil.rmtree(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, final)
-    return final
+    """Write the teacher as a diffusers SD-1.5-layout folder, atomically (temporary folder, then rename);
+    refuses non-finite weights."""
+    for name in ("unet", "vae", "text_encoder"):
+        finite_tensors(f"the teacher's {name} in {path}", getattr(teacher, name).state_dict())
+
+    def write(tmp: Path) -> None:
+        teacher.unet.save_pretrained(tmp / "unet")
+        teacher.vae.save_pretrained(tmp / "vae")
+        teacher.text_encoder.save_pretrained(tmp / "text_encoder")
+        teacher.tokenizer.save_pretrained(tmp / "tokenizer")
+        teacher.scheduler.save_pretrained(tmp / "scheduler")
+        index = {
+            "_class_name": "StableDiffusionPipeline",
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", type(teacher.tokenizer).__name__],
+            "scheduler": ["diffusers", type(teacher.scheduler).__name__],
+            "safety_checker": [None, None],
+            "feature_extractor": [None, None],
+            "requires_safety_checker": False,
+        }
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+
+    return write_folder_atomic(path, write)
 
 
 def noise_scheduler(teacher: Teacher) -> DDPMScheduler:
