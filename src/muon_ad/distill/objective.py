@@ -37,6 +37,7 @@ from muon_ad.attention import (
     resolve_layers,
     self_attention_layer_names,
 )
+from muon_ad.checks import fields_within
 from muon_ad.errors import UserError
 from muon_ad.models.student import Student
 from muon_ad.models.teacher import Teacher, noise_scheduler
@@ -53,6 +54,14 @@ class DistillLossConfig:
     conflict_projection: bool = True  # PCGrad-style projection between L_distill and L_content gradients
     conflict_threshold: float = -0.5
     conflict_rate: float = 0.7
+
+    def __post_init__(self) -> None:
+        fields_within("distill", self, ("kl_weight",), 0)
+        fields_within("distill", self, ("kl_temperature",), 0, above=True)
+        fields_within("distill", self, ("t_min",), 0)
+        fields_within("distill", self, ("t_max",), self.t_min + 1)
+        fields_within("distill", self, ("conflict_threshold",), -1, 1)
+        fields_within("distill", self, ("conflict_rate",), 0, 1)
 
 
 def layers_by_depth(n_student: int, n_teacher: int) -> list[int]:

@@ -22,7 +22,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditi
 from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from muon_ad import DEFAULT_GUIDANCE_SCALE, DEFAULT_TEACHER
-from muon_ad.checks import finite_tensors
+from muon_ad.checks import fields_within, finite_tensors, fits_memory
 from muon_ad.errors import UserError
 from muon_ad.io import write_folder_atomic
 _REQUIRED = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -44,6 +44,21 @@ class TinyTeacherConfig:
     # Few, wide groups: with one channel per group GroupNorm is instance norm, which erases each channel's
     # spatial mean, i.e. an image's colour; the decoder then paints every flat area one default colour.
     norm_num_groups: int = 4
+
+    def __post_init__(self) -> None:
+        fields_within("model", self, ("latent_channels", "unet_layers_per_block", "attention_heads", "text_dim",
+                                      "text_layers", "max_prompt_tokens", "norm_num_groups"), 1)
+        factor = 2 ** (len(self.vae_channels) - 1)
+        if self.image_size < 8 or self.image_size % factor:
+            raise UserError(f"model.image_size must be a multiple of {factor} (the autoencoder's downsampling), ≥ 8; "
+                            f"got {self.image_size}")
+        for name in ("vae_channels", "unet_channels"):
+            widths = getattr(self, name)
+            if not widths or any(not isinstance(w, int) or w < 1 or w % self.norm_num_groups for w in widths):
+                raise UserError(f"model.{name} must be positive multiples of model.norm_num_groups "
+                                f"({self.norm_num_groups}), got {list(widths)}")
+        params = 40 * sum(w * w for w in (*self.vae_channels, *self.unet_channels))  # ~4 3x3 convs per level
+        fits_memory(f"a teacher of widths {list(self.unet_channels)}", 16 * params)
 
 
 @dataclass
