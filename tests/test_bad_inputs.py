@@ -83,7 +83,7 @@ CASES = [
     (["distill", *DISTILL, "student.base_channels=20000"], HUGE),
     (["distill", *DISTILL, "validation.every=0"], "validation.every must be"),
     (["distill", *DISTILL, "data.val_pairs=0"], "data.val_pairs must be"),
-    (["distill", *DISTILL, "distill.t_max=50"], "distill.t_max must be"),
+    (["distill", *DISTILL, "distill.t_max=50"], "distill.t_min/t_max must satisfy 0 <= t_min < t_max, got 100, 50"),
     (["distill", *DISTILL, "train.out_dir=/proc/run"], "cannot write in /proc"),
     # bench
     (["bench", "muon-step", "--device", "tpu"], "--device must be one of cpu, cuda, got 'tpu'"),

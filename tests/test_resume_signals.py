@@ -60,7 +60,7 @@ def check_interruption(result: subprocess.CompletedProcess, out: Path, sig: sign
         assert result.returncode == -signal.SIGKILL
         return
     assert result.returncode == 130, result.stderr[-2000:]
-    assert "interrupted at step" in result.stderr
+    assert "interrupted at step" in result.stderr and "muon-ad: interrupted" in result.stderr
     # Saved at a step boundary: the checkpoint is the last step the run logged, not half of the next.
     assert (out / "latest").read_text() == f"step-{logged_steps(out)[-1]:07d}"
 
@@ -88,7 +88,7 @@ def straight_teacher(tmp_path_factory):
 
 # SIGKILL at the end of the autoencoder phase lands between its last checkpoint and the UNet phase's first.
 @pytest.mark.parametrize("sig, seed", [(signal.SIGINT, 0), (signal.SIGINT, 1), (signal.SIGKILL, 0),
-                                       (signal.SIGKILL, "phase-window")])
+                                       (signal.SIGKILL, "phase-window")], ids=lambda v: getattr(v, "name", str(v)))
 def test_teacher_resumes_bit_identical_after_a_signal(straight_teacher, tmp_path, sig, seed):
     rows = TEACHER_STEPS if seed == "phase-window" else random.Random(seed).randint(2, 2 * TEACHER_STEPS - 8)
     cfg = teacher_recipe(tmp_path, "run", TEACHER_STEPS, TEACHER_STEPS)
@@ -111,7 +111,7 @@ def straight_student(teacher, tmp_path_factory):
 
 # SIGKILL before the first checkpoint: the rerun loads the cached FID-domain extractor instead of training it.
 @pytest.mark.parametrize("sig, seed", [(signal.SIGINT, 0), (signal.SIGINT, 1), (signal.SIGKILL, 0),
-                                       (signal.SIGKILL, "before-first-checkpoint")])
+                                       (signal.SIGKILL, "before-first-checkpoint")], ids=lambda v: getattr(v, "name", str(v)))
 def test_distillation_resumes_bit_identical_after_a_signal(teacher, straight_student, tmp_path, sig, seed):
     rows = 1 if seed == "before-first-checkpoint" else random.Random(seed).randint(2, sum(DISTILL_STEPS) - 5)
     out = tmp_path / "run"

@@ -60,7 +60,8 @@ def writable_output(name: str, path: str | os.PathLike) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise UserError(f"{name} {path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK) or str(parent.resolve()).startswith(("/proc", "/sys")):
+    # /proc and /sys look writable to root, but take no ordinary files
+    if not os.access(parent, os.W_OK | os.X_OK) or parent.resolve().parts[1:2] in (("proc",), ("sys",)):
         raise UserError(f"{name} {path}: cannot write in {parent}")
 
 

@@ -362,13 +362,15 @@ def main() -> None:
     if len(sys.argv) == 1:
         sys.argv.append("--help")  # outside standalone mode, no arguments would be an error holding the help text
     try:
-        app(standalone_mode=False)  # so that click's usage errors reach us, to be printed as one line too
+        status = app(standalone_mode=False)  # so that click's usage errors reach us, to be printed as one line too
     except UserError as error:
         typer.echo(f"muon-ad: error: {error}", err=True)
         sys.exit(2)
     except TyperException as error:  # click's usage errors (missing option, bad type, unknown option)
         typer.echo(f"muon-ad: error: {error.format_message()}", err=True)
         sys.exit(2)
-    except (KeyboardInterrupt, typer.Abort):  # outside standalone mode click may turn Ctrl-C into Abort
+    except typer.Abort:  # end of input at a prompt
+        sys.exit(1)
+    if status == 130:  # what typer returns for a KeyboardInterrupt (Ctrl-C, or a training run stopped by a signal)
         typer.echo("muon-ad: interrupted", err=True)
-        sys.exit(130)
+    sys.exit(status if isinstance(status, int) else 0)

@@ -58,8 +58,8 @@ class DistillLossConfig:
     def __post_init__(self) -> None:
         fields_within("distill", self, ("kl_weight",), 0)
         fields_within("distill", self, ("kl_temperature",), 0, above=True)
-        fields_within("distill", self, ("t_min",), 0)
-        fields_within("distill", self, ("t_max",), self.t_min + 1)
+        if not 0 <= self.t_min < self.t_max:  # the teacher's own bound is checked once it is loaded
+            raise UserError(f"distill.t_min/t_max must satisfy 0 <= t_min < t_max, got {self.t_min}, {self.t_max}")
         fields_within("distill", self, ("conflict_threshold",), -1, 1)
         fields_within("distill", self, ("conflict_rate",), 0, 1)
 
