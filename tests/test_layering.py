@@ -11,7 +11,7 @@ import muon_ad
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 # Top-level modules outside the layered folders: infrastructure every layer may use, and the two entry files.
-INFRASTRUCTURE = {"config", "errors", "io", "__init__"}
+INFRASTRUCTURE = {"checks", "config", "errors", "io", "__init__"}
 PLACED = {"visual": "data", "__main__": "cli"}  # visual.py draws with data's image conversion
 
 

@@ -84,7 +84,7 @@ def test_bad_options_are_one_line_errors(files):
     common = ("--teacher", files / "teacher")
     cases = [
         (("texture", "--exemplar", files / "style.jpg", "--size", 30, 32, *common, "--out", files / "t.png"), "multiples of 4"),
-        (("texture", "--exemplar", files / "style.jpg", "--optimizer", "sgd", *common, "--out", files / "t.png"), "optimizer 'sgd'"),
+        (("texture", "--exemplar", files / "style.jpg", "--optimizer", "sgd", *common, "--out", files / "t.png"), "--optimizer must be one of adam, muon, got 'sgd'"),
         (("texture", "--exemplar", files / "style.jpg", *common, "--out", files / "t.jpg"), "use a .png"),
         (("stylize", "--content", files / "content.png", "--style", files / "style.jpg", "--content-mask", files / "content.png",
           *common, "--out", files / "s.png"), "give both"),

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.exceptions import TyperException
 
-from muon_ad import DEFAULT_GUIDANCE_SCALE, DEFAULT_TEACHER
+from muon_ad import DEFAULT_GUIDANCE_SCALE, DEFAULT_TEACHER, checks
 from muon_ad.bench import BENCHMARKS
 from muon_ad.errors import UserError
 
@@ -26,6 +27,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+# The student's activations at one pixel of its input, with headroom: about 80 floats at base 32, stem stride 4.
+STUDENT_BYTES_PER_PIXEL = 200
 Overrides = typer.Argument(None, help="Dotted overrides of config keys, e.g. train.unet_steps=2000", show_default=False)
 
 
@@ -62,6 +65,11 @@ def sample_command(
     from muon_ad.models.teacher import load_teacher
     from muon_ad.visual import image_grid
 
+    checks.within("--steps", steps, 1, 1000)
+    checks.within("--guidance", guidance, 0)
+    checks.within("--ad-iters", ad_iters, 0)
+    checks.one_of("--optimizer", optimizer, ("adam", "muon"))
+    _image_out(out)
     style_image = load_rgb(style) if style is not None else None  # bad input fails before the teacher loads
     model = load_teacher(teacher)
     if style_image is None:
@@ -87,6 +95,9 @@ def bench_command(
     from muon_ad.bench.common import BenchUnavailable
     from muon_ad.bench.runner import run_benchmark
 
+    checks.device("--device", device)
+    if out is not None:
+        checks.writable_output("--out", out)
     try:
         run_benchmark(name, quick=quick, device=device, out=out)
     except BenchUnavailable as error:
@@ -94,10 +105,40 @@ def bench_command(
 
 
 def _png(out: Path) -> Path:
-    """Synthesis outputs are PNG (lossless); checked before minutes of optimisation, not after."""
+    """Synthesis outputs are PNG (lossless); checked, and that it can be written, before minutes of
+    optimisation, not after."""
     if out.suffix.lower() != ".png":
         raise UserError(f"--out {out}: use a .png file name")
+    return _image_out(out)
+
+
+def _image_out(out: Path) -> Path:
+    checks.writable_output("--out", out)
     return out
+
+
+def _synthesis_args(steps: int, lr: Optional[float], optimizer: str, out: Path) -> None:
+    """What stylize and texture share: one optimiser step per timestep, a positive finite lr, a writable PNG."""
+    checks.within("--steps", steps, 1, 1000)
+    if lr is not None:
+        checks.within("--lr", lr, 0, above=True)
+    checks.one_of("--optimizer", optimizer, ("adam", "muon"))
+    _png(out)
+
+
+def _fits(size: tuple[int, int], teacher: str) -> None:
+    """Refuse an output whose self-attention maps (tokens² floats, kept for the backward pass) cannot fit in memory.
+    Tokens are latent pixels: the image downsampled by the teacher's autoencoder (read from its config)."""
+    import json
+
+    for value in size:
+        checks.within("--size", value, 8)
+    try:
+        blocks = len(json.loads((Path(teacher) / "vae" / "config.json").read_text())["block_out_channels"])
+    except (OSError, ValueError, KeyError, TypeError):
+        blocks = 3  # the built-in teacher's; a folder that is not a teacher fails in load_teacher
+    tokens = (size[0] // 2 ** (blocks - 1)) * (size[1] // 2 ** (blocks - 1))
+    checks.fits_memory(f"--size {size[0]} {size[1]}", 3 * 4 * tokens**2)
 
 
 def _save_synthesis(result, out: Path, title: str) -> None:
@@ -130,12 +171,17 @@ def stylize_command(
     from muon_ad.models.teacher import load_teacher
     from muon_ad.synthesis import stylize
 
+    if size is not None:
+        checks.within("--size", size, 8)
     if student is not None:
         _stylize_with_student(student, content, style, size, out)
         return
     if (content_mask is None) != (style_mask is None):
         raise UserError("masks: give both --content-mask and --style-mask, or neither")
-    _png(out)
+    _synthesis_args(steps, lr, optimizer, out)
+    checks.within("--content-weight", content_weight, 0)
+    if size is not None:
+        _fits((size, size), teacher)  # the short side; the long one is checked once the content's aspect is known
     images = [load_rgb(path) for path in (content, style)]
     masks = (load_rgb(content_mask), load_rgb(style_mask)) if content_mask is not None else None
     model = load_teacher(teacher)
@@ -155,6 +201,8 @@ def _stylize_with_student(folder: Path, content: Path, style: Path, size: Option
     backend = load_backend(folder)
     content_image, style_image = load_rgb(content), load_rgb(style)
     if size is not None:
+        aspect = max(content_image.size) / min(content_image.size)
+        checks.fits_memory(f"--size {size}", STUDENT_BYTES_PER_PIXEL * size * size * aspect)
         scale = size / min(content_image.size)
         content_image = content_image.resize((round(content_image.width * scale), round(content_image.height * scale)))
     start = time.perf_counter()
@@ -181,7 +229,9 @@ def texture_command(
     from muon_ad.models.teacher import load_teacher
     from muon_ad.synthesis import texture
 
-    _png(out)
+    _synthesis_args(steps, lr, optimizer, out)
+    if size is not None:
+        _fits(size, teacher)
     image = load_rgb(exemplar)
     model = load_teacher(teacher)
     result = texture(model, image, size=size, steps=steps, optimizer=optimizer, lr=lr, tile=tile, seed=seed)
@@ -227,6 +277,10 @@ def evaluate_command(
     from muon_ad.eval.stylization import builtin_domain_features, builtin_pairs, evaluate_stylized, stylize_pairs
     from muon_ad.runtime import load_backend
 
+    checks.within("--count", count, 1)
+    checks.within("--size", size, 16, 1024)
+    checks.one_of("--feature", feature, ("domain", "inception"))
+    checks.writable_output("--out", out)
     is_student = (target / "config.json").is_file() and (target / "model.safetensors").is_file()
     if not is_student and real is None:
         raise UserError(f"{target} is an image folder: give --real (the reference images for FID)")
@@ -271,6 +325,15 @@ def stream_command(
     from muon_ad.data.images import load_rgb, to_tensor
     from muon_ad.runtime import FrameWriter, Stylizer, default_student, load_backend, open_source, run_stream
 
+    checks.within("--frames", frames, 1)
+    checks.within("--fps", fps, 0, above=True)
+    checks.within("--skip-threshold", skip_threshold, 0)
+    checks.device("--device", device)
+    if size is not None:
+        checks.within("--size", size, 8)
+        checks.fits_memory(f"--size {size}", STUDENT_BYTES_PER_PIXEL * size * size)
+    if out is not None:
+        checks.writable_output("--out", out)
     source = open_source(source_spec, size, frames)
     stylizer = Stylizer(load_backend(student or default_student(), device), to_tensor(load_rgb(style)), skip_threshold)
     with FrameWriter(out, fps) if out is not None else nullcontext() as writer:
@@ -288,6 +351,7 @@ def demo_command(
     evaluation, real-time and memory benchmarks, a stylised stream; writes an HTML + Markdown report."""
     from muon_ad.demo import run_demo
 
+    checks.writable_output("--out", out)
     index = run_demo(out, quick=quick)
     typer.echo(f"report: {index} (and {index.parent / 'report.md'})")
 
@@ -295,11 +359,18 @@ def demo_command(
 def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # silence optional-dependency chatter
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if len(sys.argv) == 1:
+        sys.argv.append("--help")  # outside standalone mode, no arguments would be an error holding the help text
     try:
-        app()
+        status = app(standalone_mode=False)  # so that click's usage errors reach us, to be printed as one line too
     except UserError as error:
         typer.echo(f"muon-ad: error: {error}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except TyperException as error:  # click's usage errors (missing option, bad type, unknown option)
+        typer.echo(f"muon-ad: error: {error.format_message()}", err=True)
+        sys.exit(2)
+    except typer.Abort:  # end of input at a prompt
+        sys.exit(1)
+    if status == 130:  # what typer returns for a KeyboardInterrupt (Ctrl-C, or a training run stopped by a signal)
         typer.echo("muon-ad: interrupted", err=True)
-        sys.exit(130)
+    sys.exit(status if isinstance(status, int) else 0)

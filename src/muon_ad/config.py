@@ -32,26 +32,37 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             raise UserError(f"config file not found: {path}")
         try:
             data = yaml.safe_load(path.read_text()) or {}
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not a YAML text file (e.g. an image given as the config)") from None
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark else ""
             raise UserError(f"{path}: not valid YAML{where}") from None
         if not isinstance(data, dict):
             raise UserError(f"{path}: the top level must be a mapping of keys to values")
-    config = _build(cls, data, prefix="", source=source)
+    config = from_dict(cls, data, source)
     for override in overrides:
         apply_override(config, override)
     if overrides:
-        _revalidate(config)
+        check_config(config)
     return config
 
 
-def _revalidate(config: Any) -> None:
-    """Run every nested dataclass's own checks (`__post_init__`) again, since overrides are set after them."""
+def from_dict(cls: type[T], data: dict[str, Any], source: str) -> T:
+    """Build `cls` from a plain mapping (e.g. a model folder's config.json) with the same key, type and value
+    checks as a YAML file: `source` names where it came from in the one-line error."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: the top level must be a mapping of keys to values")
+    return _build(cls, data, prefix="", source=source)
+
+
+def check_config(config: Any) -> None:
+    """Run every nested dataclass's own checks (`__post_init__`) again: overrides, and code that edits a config
+    after building it, set fields after those checks ran."""
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if dataclasses.is_dataclass(value):
-            _revalidate(value)
+            check_config(value)
     if hasattr(config, "__post_init__"):
         config.__post_init__()
 

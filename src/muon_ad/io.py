@@ -1,16 +1,26 @@
-"""Atomic file writing, for every layer: a file is either the old one or the complete new one, never half written.
+"""Atomic file writing, for every layer: a file or folder is either the old one or the complete new one, never
+half written.
 
-Each writer writes a temporary file in the target's folder (same filesystem) and `os.replace`s it into
-place, so a crash, Ctrl-C or full disk mid-write leaves the previous file (or none) and no stray temporary.
+Each writer writes a temporary file (or folder) in the target's folder (same filesystem) and `os.replace`s it
+into place, so a crash, Ctrl-C or full disk mid-write leaves the previous version (or none) and no stray
+temporary; a failed folder write (e.g. a full disk) is one line. What a kill -9 leaves, `.NAME.tmp*`, matches
+`STALE_TEMPORARIES`, which a run removes from its folder at start.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+
+from safetensors import SafetensorError
+
+from muon_ad.errors import UserError
+
+STALE_TEMPORARIES = ".*.tmp*"
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
@@ -32,6 +42,36 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write a UTF-8 text file atomically."""
     return write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def write_folder_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call `write(folder)` on a temporary folder next to `path`, then rename it to `path` (replacing any old one).
+
+    Any failure removes the temporary folder; an OSError (a full disk, no permission) becomes a one-line
+    UserError, with the previous `path` untouched."""
+    final = Path(path)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        write(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except (OSError, SafetensorError) as error:  # safetensors reports a full disk as its own error type
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        raise UserError(f"cannot write {final}: {reason} (any previous version is untouched)") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> None:
+    """Remove what writes killed half-way (kill -9, power loss) left in `folder`: they are never resumed from."""
+    for stale in Path(folder).glob(STALE_TEMPORARIES):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
 
 
 def _umask() -> int:

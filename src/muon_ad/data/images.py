@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from muon_ad.checks import finite_tensors
 from muon_ad.errors import UserError
 from muon_ad.io import write_atomic
 
@@ -154,6 +155,8 @@ def save_image_atomic(image: torch.Tensor | np.ndarray | Image.Image, path: str 
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise UserError(f"{path}: unknown image extension {path.suffix!r}; use e.g. .png or .jpg")
+    if isinstance(image, torch.Tensor):
+        finite_tensors(f"the image {path}", {"pixels": image})  # NaN would come out black, with exit 0
     img = to_pil(image)
     if fmt == "JPEG" and img.mode not in ("RGB", "L"):
         img = to_rgb(img)

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from muon_ad.checks import fields_within
 from muon_ad.errors import UserError
 
 if TYPE_CHECKING:
@@ -79,8 +80,14 @@ class CurriculumConfig:
         if self.style_alignment.content_weight is None:
             raise UserError("curriculum.style_alignment.content_weight must be set (there is no earlier phase)")
         for name, phase in self.phases():
-            if phase.steps < 0 or phase.batch_size < 1:
-                raise UserError(f"curriculum.{name}: steps must be >= 0 and batch_size >= 1")
+            fields_within(f"curriculum.{name}", phase, ("steps",), 0)
+            fields_within(f"curriculum.{name}", phase, ("batch_size",), 1)
+            fields_within(f"curriculum.{name}", phase, ("lr",), 0, above=True)
+            fields_within(f"curriculum.{name}", phase, ("style_weight",), 0)
+            if phase.content_weight is not None:
+                fields_within(f"curriculum.{name}", phase, ("content_weight",), 0)
+        fields_within("curriculum", self, ("warmup_steps",), 0)
+        fields_within("curriculum", self, ("ssim_target",), 0, 1)
 
     def phases(self) -> list[tuple[str, PhaseConfig]]:
         return [("style_alignment", self.style_alignment), ("content_refinement", self.content_refinement),

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from muon_ad.checks import fields_within
 from muon_ad.data import COCOStuff, ImageFolder, ProceduralScenes, ProceduralTextures, StyleFolder, TextureFolder
 from muon_ad.data.bank import ImageBank
 from muon_ad.errors import UserError
@@ -34,6 +35,10 @@ class DistillDataConfig:
     style_count: int = 1024
     val_pairs: int = 32  # the last val_pairs images of each bank: the fixed validation set
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        fields_within("data", self, ("val_pairs",), 1)
+        fields_within("data", self, ("content_count", "style_count"), self.val_pairs + 1)
 
 
 @dataclass

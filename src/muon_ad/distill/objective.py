@@ -40,6 +40,7 @@ from muon_ad.attention import (
     resolve_layers,
     self_attention_layer_names,
 )
+from muon_ad.checks import fields_within
 from muon_ad.errors import UserError
 from muon_ad.models.student import Student
 from muon_ad.models.teacher import Teacher, noise_scheduler
@@ -64,6 +65,14 @@ class DistillLossConfig:
     target_steps: int = 25
     target_lr: float = 0.2
     target_path: str | None = None
+
+    def __post_init__(self) -> None:
+        fields_within("distill", self, ("kl_weight",), 0)
+        fields_within("distill", self, ("kl_temperature",), 0, above=True)
+        if not 0 <= self.t_min < self.t_max:  # the teacher's own bound is checked once it is loaded
+            raise UserError(f"distill.t_min/t_max must satisfy 0 <= t_min < t_max, got {self.t_min}, {self.t_max}")
+        fields_within("distill", self, ("conflict_threshold",), -1, 1)
+        fields_within("distill", self, ("conflict_rate",), 0, 1)
 
 
 def layers_by_depth(n_student: int, n_teacher: int) -> list[int]:

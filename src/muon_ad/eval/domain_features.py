@@ -18,6 +18,7 @@ from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
 from muon_ad.errors import UserError
+from muon_ad.io import write_folder_atomic
 
 
 class DomainFeatures(nn.Module):
@@ -56,12 +57,14 @@ class DomainFeatures(nn.Module):
         return self.head(self(x))
 
     def save(self, path: str | Path) -> None:
-        """Write `path/` with model.safetensors and config.json."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_model(self, str(path / "model.safetensors"))
+        """Write `path/` with model.safetensors and config.json, atomically (temporary folder, then rename)."""
         config = {"labels": self.labels, "widths": self.widths, "size": self.size}
-        (path / "config.json").write_text(json.dumps(config, indent=2))
+
+        def write(tmp: Path) -> None:
+            save_model(self, str(tmp / "model.safetensors"))
+            (tmp / "config.json").write_text(json.dumps(config, indent=2))
+
+        write_folder_atomic(path, write)
 
     @classmethod
     def load(cls, path: str | Path) -> DomainFeatures:
@@ -69,7 +72,8 @@ class DomainFeatures(nn.Module):
         path = Path(path)
         if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
             raise UserError(f"not a domain feature extractor folder (needs config.json + model.safetensors): {path}")
-        model = cls(**json.loads((path / "config.json").read_text()))
+        with torch.random.fork_rng(devices=[]):  # initial weights, overwritten below, must not use the caller's stream
+            model = cls(**json.loads((path / "config.json").read_text()))
         load_model(model, str(path / "model.safetensors"))
         return model.eval().requires_grad_(False)
 

@@ -36,12 +36,11 @@ can be computed once (`encode_style`) and reused for every frame of a stream (`a
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+import safetensors
 import torch
 import torch.nn.functional as F
 from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
@@ -49,7 +48,10 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
+from muon_ad.checks import fields_within, finite_tensors, fits_memory, one_of, within
+from muon_ad.config import from_dict
 from muon_ad.errors import UserError
+from muon_ad.io import write_folder_atomic
 
 
 @dataclass
@@ -73,7 +75,20 @@ class StudentConfig:
         self.check()
 
     def check(self) -> None:
-        """Raise a one-line UserError for inconsistent knobs (`Student` runs it too: overrides skip __post_init__)."""
+        """Raise a one-line UserError for inconsistent knobs (`Student` runs it too: overrides skip __post_init__),
+        and for a shape whose training would not fit in memory, before anything is allocated."""
+        fields_within("student", self, ("base_channels", "stem_stride", "heads", "style_dim", "style_grid",
+                                        "style_size", "norm_groups"), 1)
+        if not self.channel_mult or not self.style_channels:
+            raise UserError("student.channel_mult and student.style_channels need at least one entry each")
+        for name in ("channel_mult", "style_channels"):
+            for value in getattr(self, name):
+                within(f"student.{name} entries", value, 1)
+        one_of("student.style_injection", self.style_injection, ("cross_attention", "adain"))
+        # ~7 3x3 convs' worth of weights per level (resnets, resampling, attention); x16 bytes: fp32 weights,
+        # gradients and two Adam moments.
+        params = 63 * sum(w * w for w in self.widths) + 9 * sum(c * c for c in self.style_channels)
+        fits_memory(f"a student of widths {self.widths}", 16 * params)
         widths = self.widths
         if not 1 <= self.attention_levels <= len(widths):
             raise UserError(f"student.attention_levels must be in 1..{len(widths)}, got {self.attention_levels}")
@@ -213,17 +228,15 @@ def pad_to_multiple(images: Tensor, multiple: int) -> Tensor:
 
 
 def save_student(student: Student, folder: str | Path) -> Path:
-    """Write `folder/` with config.json and model.safetensors, atomically (temporary folder, then rename)."""
-    final = Path(folder)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(student, str(tmp / "model.safetensors"))
-    (tmp / "config.json").write_text(json.dumps(asdict(student.config), indent=2))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final
+    """Write `folder/` with config.json and model.safetensors, atomically (temporary folder, then rename);
+    refuses non-finite weights."""
+    finite_tensors(f"the student in {folder}", student.state_dict())
+
+    def write(tmp: Path) -> None:
+        save_model(student, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(asdict(student.config), indent=2))
+
+    return write_folder_atomic(folder, write)
 
 
 def load_student(folder: str | Path) -> Student:
@@ -231,11 +244,15 @@ def load_student(folder: str | Path) -> Student:
     folder = Path(folder)
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         raise UserError(f"not a student folder (needs config.json + model.safetensors): {folder}")
-    raw = json.loads((folder / "config.json").read_text())
-    known = {f.name for f in fields(StudentConfig)}
-    if unknown := set(raw) - known:
-        raise UserError(f"{folder}/config.json: unknown student keys {sorted(unknown)}")
-    cfg = StudentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
-    student = Student(cfg)
-    load_model(student, str(folder / "model.safetensors"))
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{folder}/config.json is not valid JSON") from None
+    cfg = from_dict(StudentConfig, raw, f"{folder}/config.json")  # the same checks as a YAML config
+    with torch.random.fork_rng(devices=[]):  # initial weights, overwritten below, must not use the run's stream
+        student = Student(cfg)
+    try:
+        load_model(student, str(folder / "model.safetensors"))
+    except (RuntimeError, OSError, safetensors.SafetensorError) as error:
+        raise UserError(f"{folder}/model.safetensors does not load: {str(error).splitlines()[0]}") from None
     return student.eval()

@@ -14,8 +14,6 @@ Everything is a stock diffusers/transformers component, so sampling is diffusers
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +22,9 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditi
 from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from muon_ad import DEFAULT_GUIDANCE_SCALE, DEFAULT_TEACHER
+from muon_ad.checks import fields_within, finite_tensors, fits_memory
 from muon_ad.errors import UserError
+from muon_ad.io import write_folder_atomic
 _REQUIRED = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
@@ -44,6 +44,21 @@ class TinyTeacherConfig:
     # Few, wide groups: with one channel per group GroupNorm is instance norm, which erases each channel's
     # spatial mean, i.e. an image's colour; the decoder then paints every flat area one default colour.
     norm_num_groups: int = 4
+
+    def __post_init__(self) -> None:
+        fields_within("model", self, ("latent_channels", "unet_layers_per_block", "attention_heads", "text_dim",
+                                      "text_layers", "max_prompt_tokens", "norm_num_groups"), 1)
+        factor = 2 ** (len(self.vae_channels) - 1)
+        if self.image_size < 8 or self.image_size % factor:
+            raise UserError(f"model.image_size must be a multiple of {factor} (the autoencoder's downsampling), ≥ 8; "
+                            f"got {self.image_size}")
+        for name in ("vae_channels", "unet_channels"):
+            widths = getattr(self, name)
+            if not widths or any(not isinstance(w, int) or w < 1 or w % self.norm_num_groups for w in widths):
+                raise UserError(f"model.{name} must be positive multiples of model.norm_num_groups "
+                                f"({self.norm_num_groups}), got {list(widths)}")
+        params = 40 * sum(w * w for w in (*self.vae_channels, *self.unet_channels))  # ~4 3x3 convs per level
+        fits_memory(f"a teacher of widths {list(self.unet_channels)}", 16 * params)
 
 
 @dataclass
@@ -220,32 +235,31 @@ def load_teacher(path: str | Path = DEFAULT_TEACHER, device: str | torch.device 
 
 
 def save_teacher(teacher: Teacher, path: str | Path) -> Path:
-    """Write the teacher as a diffusers SD-1.5-layout folder, atomically (temporary folder, then rename)."""
-    final = Path(path)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    teacher.unet.save_pretrained(tmp / "unet")
-    teacher.vae.save_pretrained(tmp / "vae")
-    teacher.text_encoder.save_pretrained(tmp / "text_encoder")
-    teacher.tokenizer.save_pretrained(tmp / "tokenizer")
-    teacher.scheduler.save_pretrained(tmp / "scheduler")
-    index = {
-        "_class_name": "StableDiffusionPipeline",
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", type(teacher.tokenizer).__name__],
-        "scheduler": ["diffusers", type(teacher.scheduler).__name__],
-        "safety_checker": [None, None],
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-    }
-    (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
-    if final.exists():
-        shutil.rmtree(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, final)
-    return final
+    """Write the teacher as a diffusers SD-1.5-layout folder, atomically (temporary folder, then rename);
+    refuses non-finite weights."""
+    for name in ("unet", "vae", "text_encoder"):
+        finite_tensors(f"the teacher's {name} in {path}", getattr(teacher, name).state_dict())
+
+    def write(tmp: Path) -> None:
+        teacher.unet.save_pretrained(tmp / "unet")
+        teacher.vae.save_pretrained(tmp / "vae")
+        teacher.text_encoder.save_pretrained(tmp / "text_encoder")
+        teacher.tokenizer.save_pretrained(tmp / "tokenizer")
+        teacher.scheduler.save_pretrained(tmp / "scheduler")
+        index = {
+            "_class_name": "StableDiffusionPipeline",
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", type(teacher.tokenizer).__name__],
+            "scheduler": ["diffusers", type(teacher.scheduler).__name__],
+            "safety_checker": [None, None],
+            "feature_extractor": [None, None],
+            "requires_safety_checker": False,
+        }
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+
+    return write_folder_atomic(path, write)
 
 
 def noise_scheduler(teacher: Teacher) -> DDPMScheduler:

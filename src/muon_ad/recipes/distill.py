@@ -15,7 +15,9 @@ Baseline (the paper's comparison): the same recipe with AdamW everywhere and no 
 OUT_DIR-adamw).
 
 Logs: log.csv (every step), val.csv (every validation), TensorBoard events in tensorboard/, sample
-grids in samples/. Ctrl-C saves a checkpoint; running the same command again resumes the run.
+grids in samples/. Ctrl-C (or SIGTERM) saves a checkpoint at the end of the step it lands in; running the
+same command again resumes the run bit-identically. A step with a non-finite loss or gradient is skipped,
+`max_nonfinite_steps` in a row stop the run.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from pathlib import Path
 import torch
 from diffusers.training_utils import EMAModel
 
-from muon_ad import DEFAULT_DISTILL_DIR, DEFAULT_TEACHER
-from muon_ad.config import save_config
+from muon_ad import DEFAULT_DISTILL_DIR, DEFAULT_TEACHER, checks
+from muon_ad.config import check_config, save_config
 from muon_ad.data.images import save_image_atomic
 from muon_ad.distill import (
     Curriculum,
@@ -52,15 +54,17 @@ from muon_ad.models.student import Student, StudentConfig, save_student
 from muon_ad.models.teacher import load_teacher
 from muon_ad.optim import ConflictProjection, OptimizerConfig, build_optimizer
 from muon_ad.training import (
+    AMP_CHOICES,
+    GracefulStop,
     MetricLogger,
+    NonFiniteGuard,
+    all_finite,
     autocast,
     ema_weights,
-    latest_checkpoint,
-    load_checkpoint,
     progress_bar,
+    resume_checkpoint,
     rng_state,
     save_checkpoint,
-    saves_on_interrupt,
     set_rng_state,
 )
 from muon_ad.visual import image_grid
@@ -80,6 +84,11 @@ class ValidationConfig:
     grid: int = 8  # validation pairs shown in the sample grid
     seed: int = 0  # fixes the validation timesteps and noise
 
+    def __post_init__(self) -> None:
+        checks.fields_within("validation", self, ("every", "batch_size", "fid_feature_steps", "grid"), 1)
+        checks.fields_within("validation", self, ("content_weight",), 0)
+        checks.one_of("validation.fid_features", self.fid_features, ("domain", "inception"))
+
 
 @dataclass
 class DistillTrainConfig:
@@ -91,6 +100,15 @@ class DistillTrainConfig:
     ema_decay: float = 0.999
     checkpoint_every: int = 100
     seed: int = 0
+    max_nonfinite_steps: int = 5  # steps in a row with a NaN/inf loss or gradient (each skipped) that stop the run
+
+    def __post_init__(self) -> None:
+        checks.one_of("train.device", self.device.partition(":")[0], ("cpu", "cuda"))  # whether it is here: at run time
+        checks.one_of("train.amp", self.amp, AMP_CHOICES)
+        checks.fields_within("train", self, ("grad_clip",), 0, above=True)
+        checks.fields_within("train", self, ("ema_decay",), 0, 1)
+        checks.fields_within("train", self, ("checkpoint_every", "max_nonfinite_steps"), 1)
+        checks.writable_output("train.out_dir", self.out_dir)
 
 
 def _optimizer_defaults() -> OptimizerConfig:
@@ -130,7 +148,8 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
     for pruning (plan.keep_rate) and quantisation-aware training (plan.qat); a curriculum that asks for
     either with no hook to do it is refused before anything loads.
     """
-    cfg.student.check()  # command-line overrides skip __post_init__: fail before the slow loading
+    check_config(cfg)  # a config built in code may have been edited after construction: fail before the slow loading
+    checks.device("train.device", cfg.train.device)
     check_hooks(cfg.curriculum, hooks)
     curriculum = Curriculum(cfg.curriculum)
     out = Path(cfg.train.out_dir)
@@ -164,23 +183,23 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
     ema = EMAModel(student.parameters(), decay=cfg.train.ema_decay, use_ema_warmup=True)
     total = cfg.curriculum.total_steps
 
-    step = 0
-    if (folder := latest_checkpoint(out)) is not None:
-        state = load_checkpoint(folder, {"student": student})
+    guard = NonFiniteGuard(cfg.train.max_nonfinite_steps, "a learning rate too high: curriculum.*.lr")
+    state = resume_checkpoint(out, {"student": student}, total)
+    step = 0 if state is None else state["step"]
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         ema.load_state_dict(state["ema"])
         curriculum.load_state_dict(state["curriculum"])
+        guard.load_state_dict(state["guard"])
         if projection is not None:
             projection.checked, projection.acted = state["conflicts"]
         set_rng_state(state["rng"])
-        step = state["step"]
-        log.info("resuming from %s (step %d of %d)", folder, step, total)
 
     def checkpoint() -> None:
         conflicts = [projection.checked, projection.acted] if projection is not None else [0, 0]
         save_checkpoint(out, step, {"student": student}, {
             "optimizer": optimizer.state_dict(), "ema": ema.state_dict(), "curriculum": curriculum.state_dict(),
-            "conflicts": conflicts, "rng": rng_state()})
+            "conflicts": conflicts, "guard": guard.state_dict(), "rng": rng_state()})
 
     def validation() -> None:
         with ema_weights(ema, student):
@@ -196,7 +215,7 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
     bar = progress_bar(total, step, "distill")
     start = time.time()
     try:
-        with saves_on_interrupt(checkpoint, lambda: step):
+        with GracefulStop() as stop:
             if step == 0:
                 validation()  # the starting point of the curves
             while step < total:
@@ -214,9 +233,12 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
                     hook(plan, student, optimizer)
 
                 result = train_step(plan, student, objective, optimizer, projection, train, targets, cfg.train, device)
-                ema.step(student.parameters())
-                curriculum.observe(plan, result["ssim"])
+                finite = result.pop("finite")
+                if finite:  # a skipped step leaves the weights, so their average and the curriculum's view, alone
+                    ema.step(student.parameters())
+                    curriculum.observe(plan, result["ssim"])
                 step += 1
+                guard.observe(step, finite)
 
                 row = {"step": step, "phase": plan.phase, "lr": plan.lr, "batch_size": plan.batch_size, **result,
                        "style_weight": plan.style_weight, "content_weight": plan.content_weight,
@@ -228,8 +250,7 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
                 bar.update()
                 if step % v.every == 0 or step == total:
                     validation()
-                if step % cfg.train.checkpoint_every == 0 or step == total:
-                    checkpoint()
+                stop.at_boundary(step, step % cfg.train.checkpoint_every == 0 or step == total, checkpoint)
     finally:
         bar.close()
         logger.close()
@@ -246,8 +267,8 @@ def train_step(
     device: torch.device,
 ) -> dict[str, float]:
     """One optimizer step on a random batch of pairs (pairs of the AD-target bank when there is one): the two
-    objectives, combined (with conflict projection when enabled and both have gradients), clipped, applied.
-    Returns the step's losses, gradient norm and batch SSIM."""
+    objectives, combined (with conflict projection when enabled and both have gradients), clipped, applied unless
+    non-finite. Returns the step's losses, gradient norm, batch SSIM and whether it was applied ("finite")."""
     if targets is not None:
         pick = torch.randint(len(targets), (plan.batch_size,))
         content_index, style_index = targets.content_index[pick], targets.style_index[pick]
@@ -266,11 +287,13 @@ def train_step(
     else:
         terms.loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-    optimizer.step()
+    finite = all_finite(terms.loss.item(), grad_norm.item())
+    if finite:  # else the step is skipped; the recipe's guard counts it
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return {"loss": terms.loss.item(), "ad": terms.ad.item(), "content": terms.content.item(), "kl": terms.kl.item(),
             "target": terms.target.item(), "grad_norm": grad_norm.item(),
-            "ssim": ssim(terms.image.detach().float(), content)}
+            "ssim": ssim(terms.image.detach().float(), content), "finite": finite}
 
 
 @torch.no_grad()

@@ -6,7 +6,9 @@ bank once → phase 2 trains the UNet and text encoder on those latents with SD-
 caption dropout (for classifier-free guidance), keeping an EMA of the UNet → save a diffusers SD folder.
 
 Resumable: a checkpoint (weights, optimizer, EMA, RNG, step) is written every `checkpoint_every` steps
-and on Ctrl-C; running the same command again continues from it.
+and when Ctrl-C or SIGTERM stops the run (at the end of the step it lands in); running the same command
+again continues from it, bit-identically. A step with a non-finite loss or gradient is skipped;
+`max_nonfinite_steps` of them in a row stop the run.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from diffusers.training_utils import EMAModel, compute_snr
 from tqdm.auto import tqdm
 
 from muon_ad import DEFAULT_GUIDANCE_SCALE
-from muon_ad.config import save_config
+from muon_ad.checks import fields_within, writable_output
+from muon_ad.config import check_config, save_config
 from muon_ad.data.bank import ImageBank
 from muon_ad.data.images import save_image_atomic
 from muon_ad.data.procedural import PALETTES, TEXTURE_FAMILIES, ProceduralScenes, ProceduralTextures, texture_caption
@@ -32,12 +35,13 @@ from muon_ad.errors import UserError
 from muon_ad.models.teacher import Teacher, TinyTeacherConfig, build_tiny_teacher, noise_scheduler, save_teacher
 from muon_ad.training import (
     MetricLogger,
-    latest_checkpoint,
-    load_checkpoint,
+    GracefulStop,
+    NonFiniteGuard,
+    all_finite,
     progress_bar,
+    resume_checkpoint,
     rng_state,
     save_checkpoint,
-    saves_on_interrupt,
     set_rng_state,
 )
 from muon_ad.visual import image_grid
@@ -51,6 +55,12 @@ class TeacherDataConfig:
     scenes: int = 1000
     size: int = 48
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        fields_within("data", self, ("textures", "scenes"), 0)
+        fields_within("data", self, ("size",), 8, 1024)
+        if self.textures + self.scenes == 0:
+            raise UserError("data.textures + data.scenes must be at least 1")
 
 
 @dataclass
@@ -71,6 +81,16 @@ class TeacherTrainConfig:
     seed: int = 0
     sample_steps: int = 30
     guidance_scale: float = DEFAULT_GUIDANCE_SCALE
+    max_nonfinite_steps: int = 5  # steps in a row with a NaN/inf loss or gradient (each skipped) that stop the run
+
+    def __post_init__(self) -> None:
+        fields_within("train", self, ("vae_steps", "unet_steps", "warmup_steps", "min_snr_gamma", "kl_weight"), 0)
+        fields_within("train", self, ("batch_size", "vae_crop", "checkpoint_every", "sample_steps",
+                                      "max_nonfinite_steps"), 1)
+        fields_within("train", self, ("vae_lr", "unet_lr"), 0, above=True)
+        fields_within("train", self, ("caption_dropout", "ema_decay"), 0, 1)
+        fields_within("train", self, ("guidance_scale",), 0)
+        writable_output("train.out_dir", self.out_dir)
 
 
 @dataclass
@@ -78,6 +98,12 @@ class TrainTeacherConfig:
     model: TinyTeacherConfig = field(default_factory=TinyTeacherConfig)
     data: TeacherDataConfig = field(default_factory=TeacherDataConfig)
     train: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.data.size != self.model.image_size:
+            raise UserError(f"data.size ({self.data.size}) must equal model.image_size ({self.model.image_size})")
+        if self.train.vae_crop > self.data.size:
+            raise UserError(f"train.vae_crop ({self.train.vae_crop}) must be at most data.size ({self.data.size})")
 
 
 def build_bank(cfg: TeacherDataConfig) -> ImageBank:
@@ -89,8 +115,7 @@ def build_bank(cfg: TeacherDataConfig) -> ImageBank:
 
 def train_teacher(cfg: TrainTeacherConfig, on_step: Callable[[int], None] | None = None) -> Path:
     """Run (or resume) the recipe; returns the folder of the finished diffusers-format teacher."""
-    if cfg.data.size != cfg.model.image_size:
-        raise UserError(f"data.size ({cfg.data.size}) must equal model.image_size ({cfg.model.image_size})")
+    check_config(cfg)  # a config built in code may have been edited after construction
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -102,18 +127,19 @@ def train_teacher(cfg: TrainTeacherConfig, on_step: Callable[[int], None] | None
     ema = EMAModel(teacher.unet.parameters(), decay=cfg.train.ema_decay, use_ema_warmup=True, foreach=True)
     total = cfg.train.vae_steps + cfg.train.unet_steps
 
-    step, state = 0, None
-    if (folder := latest_checkpoint(out)) is not None:
-        state = load_checkpoint(folder, models)
-        step = state["step"]
-        log.info("resuming from %s (step %d of %d)", folder, step, total)
+    state = resume_checkpoint(out, models, total)
+    step = 0 if state is None else state["step"]
+    guard = NonFiniteGuard(cfg.train.max_nonfinite_steps, "a learning rate too high: train.vae_lr, train.unet_lr")
+    if state is not None:
+        # Whatever phase it was saved in: a checkpoint from the autoencoder's last step resumes the UNet phase.
+        set_rng_state(state["rng"])
+        guard.load_state_dict(state["guard"])
 
     logger = MetricLogger(out, {"log.csv": ["step", "phase", "loss", "lr", "seconds"]}, fresh=step == 0)
     bar = progress_bar(total, step, "train-teacher")
     start = time.time()
-    checkpoint: Callable[[], None] | None = None  # set once a phase has started
     try:
-        with saves_on_interrupt(lambda: checkpoint is not None and checkpoint(), lambda: step):
+        with GracefulStop() as stop:
             for phase, phase_steps in (("vae", range(cfg.train.vae_steps)), ("unet", range(cfg.train.vae_steps, total))):
                 if step >= phase_steps.stop:
                     continue
@@ -124,7 +150,6 @@ def train_teacher(cfg: TrainTeacherConfig, on_step: Callable[[int], None] | None
                 if state is not None and state.get("phase") == phase:
                     optimizer.load_state_dict(state["optimizer"])
                     schedule.load_state_dict(state["schedule"])
-                    set_rng_state(state["rng"])
                     if phase == "unet":
                         ema.load_state_dict(state["ema"])
                 state = None
@@ -133,21 +158,23 @@ def train_teacher(cfg: TrainTeacherConfig, on_step: Callable[[int], None] | None
                     extra = {"ema": ema.state_dict()} if phase == "unet" else {}
                     save_checkpoint(out, step, models, {"phase": phase, "optimizer": optimizer.state_dict(),
                                                          "schedule": schedule.state_dict(), "rng": rng_state(),
+                                                         "guard": guard.state_dict(),
                                                          "scaling_factor": teacher.vae.config.scaling_factor, **extra})
 
                 while step < phase_steps.stop:
-                    loss = step_fn()
+                    loss, finite = step_fn()
                     schedule.step()
                     step += 1
+                    guard.observe(step, finite)
                     logger.log("log.csv", {"step": step, "phase": phase, "loss": loss, "lr": schedule.get_last_lr()[0],
                                            "seconds": time.time() - start}, step, scalars=("loss", "lr"),
                                tag=f"train/{phase}")
                     bar.set_postfix(phase=phase, loss=f"{loss:.4f}")
                     bar.update()
-                    if step % cfg.train.checkpoint_every == 0 or step == phase_steps.stop:
-                        checkpoint()
                     if on_step is not None:
                         on_step(step)
+                    stop.at_boundary(step, step % cfg.train.checkpoint_every == 0 or step == phase_steps.stop,
+                                     checkpoint)
     finally:
         bar.close()
         logger.close()
@@ -173,9 +200,12 @@ def _vae_phase(cfg: TrainTeacherConfig, teacher: Teacher, bank: ImageBank, ema: 
         posterior = vae.encode(x).latent_dist
         loss = F.mse_loss(vae.decode(posterior.sample()).sample, x) + cfg.train.kl_weight * posterior.kl().mean()
         loss.backward()
-        optimizer.step()
+        norm = torch.nn.utils.get_total_norm([p.grad for p in vae.parameters() if p.grad is not None])
+        finite = all_finite(loss.item(), norm.item())
+        if finite:  # a non-finite step is skipped (and counted by the recipe's guard)
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return loss.item()
+        return loss.item(), finite
 
     return optimizer, step
 
@@ -211,11 +241,12 @@ def _unet_phase(cfg: TrainTeacherConfig, teacher: Teacher, bank: ImageBank, ema:
             loss = loss * snr.clamp(max=cfg.train.min_snr_gamma) / snr
         loss = loss.mean()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
-        optimizer.step()
+        finite = all_finite(loss.item(), torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True).item())
+        if finite:  # a non-finite step is skipped (and counted by the recipe's guard)
+            optimizer.step()
+            ema.step(unet.parameters())
         optimizer.zero_grad(set_to_none=True)
-        ema.step(unet.parameters())
-        return loss.item()
+        return loss.item(), finite
 
     return optimizer, step
 

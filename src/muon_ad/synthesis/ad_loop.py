@@ -35,9 +35,11 @@ from tqdm.auto import tqdm
 from muon_ad.attention import AttentionCapture, ad_loss, content_loss, self_attention_layer_names
 from muon_ad.attention.capture import LayerSpec
 from muon_ad.attention.losses import Masks
+from muon_ad.checks import within
 from muon_ad.errors import UserError
 from muon_ad.models.teacher import Teacher, noise_scheduler
 from muon_ad.optim.latent import LatentMuon
+from muon_ad.training import NonFiniteGuard, all_finite
 
 OPTIMIZERS = ("adam", "muon")
 # Adam: the published lr (SD-1.5 latents have unit scale, as the tiny teacher's do), also the best of the
@@ -46,6 +48,7 @@ OPTIMIZERS = ("adam", "muon")
 # H x W matrix per channel ("spatial") there: geometric-mean final loss 0.204 vs 0.238 at their best lrs.
 DEFAULT_LR = {"adam": 0.05, "muon": 0.02}
 MUON_LAYOUT = "channels"
+NONFINITE_LIMIT = 5  # AD steps in a row with a non-finite loss (each skipped) that stop the synthesis
 History = list[dict[str, float]]
 
 
@@ -71,6 +74,8 @@ def resolve_lr(name: str, lr: float | None = None, defaults: dict[str, float] = 
     """Check the optimiser name; return `lr`, or its default when None."""
     if name not in OPTIMIZERS:
         raise UserError(f"optimizer {name!r}: choose from {', '.join(OPTIMIZERS)}")
+    if lr is not None:
+        within("lr", lr, 0, above=True)
     return defaults[name] if lr is None else lr
 
 
@@ -181,8 +186,10 @@ def ad_step(
         opt.zero_grad(set_to_none=True)
     losses = objective(torch.cat(samples), t)
     losses["loss"].sum().backward()  # a sum: each sample gets exactly the gradient of its own loss
-    for opt in optimizers:
-        opt.step()
+    finite = bool(losses["loss"].isfinite().all()) and all(bool(x.grad.isfinite().all()) for x in samples)
+    if finite:  # else skipped: a NaN step would poison the latent for good; the caller's NonFiniteGuard counts it
+        for opt in optimizers:
+            opt.step()
     return {k: v.mean().item() for k, v in losses.items()}
 
 
@@ -210,9 +217,11 @@ def optimize_latent(
             raise ValueError(f"{len(factories)} optimiser factories for {len(samples)} latents")
         optimizers = [make(x) for make, x in zip(factories, samples)]
     history: History = []
+    guard = NonFiniteGuard(NONFINITE_LIMIT, "a learning rate (--lr) too high")
     bar = tqdm(timesteps, desc="AD", disable=not progress, leave=False)
     for step, t in enumerate(bar):
         history.append({"step": step, "timestep": int(t), **ad_step(objective, samples, optimizers, int(t))})
+        guard.observe(step + 1, all_finite(history[-1]["loss"]))
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
         if on_step is not None:
             on_step(step, torch.cat(samples).detach())

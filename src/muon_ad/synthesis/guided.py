@@ -17,8 +17,17 @@ from tqdm.auto import tqdm
 from muon_ad import DEFAULT_GUIDANCE_SCALE
 from muon_ad.attention.capture import LayerSpec
 from muon_ad.models.teacher import Teacher
-from muon_ad.synthesis.ad_loop import ADObjective, History, ad_step, make_latent_optimizer, resolve_lr, split_samples
+from muon_ad.synthesis.ad_loop import (
+    NONFINITE_LIMIT,
+    ADObjective,
+    History,
+    ad_step,
+    make_latent_optimizer,
+    resolve_lr,
+    split_samples,
+)
 from muon_ad.synthesis.transfer import fit_size, image_batch, size_multiple
+from muon_ad.training import NonFiniteGuard, all_finite
 
 # Adam: published with a text prompt. Muon: not tuned; LatentMuon's first steps have Adam's size per element.
 GUIDED_LR = {"adam": 0.015, "muon": 0.015}
@@ -36,6 +45,7 @@ def guided_sample(
         style_latent = teacher.encode_images(image_batch(style, fit_size(*style.size, size, size_multiple(teacher))))
     objective = ADObjective(teacher, style_latent, layers=layers, noise_seed=seed)
     history: History = []
+    guard = NonFiniteGuard(NONFINITE_LIMIT, "a learning rate too high")
     bar = tqdm(total=steps, desc=f"AD-guided sampling ({optimizer})", disable=not progress, leave=False)
     pipe = teacher.pipeline()
     pipe.set_progress_bar_config(disable=True)
@@ -47,6 +57,7 @@ def guided_sample(
         with torch.enable_grad():  # the pipeline runs under no_grad
             for _ in range(ad_iters):
                 history.append({"step": len(history), "timestep": t_prev, **ad_step(objective, samples, optimizers, t_prev)})
+                guard.observe(len(history), all_finite(history[-1]["loss"]))
         bar.update()
         if history:
             bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")

@@ -1,17 +1,22 @@
-"""Training checkpoints as safetensors + JSON, written atomically, loaded without unpickling.
+"""Training checkpoints as safetensors + JSON, written atomically, verified on load, loaded without unpickling.
 
 A checkpoint is a folder `step-0001200/` holding one `<name>.safetensors` per model, and `state.json` +
-`state.safetensors` for everything else (optimizer, lr scheduler, RNG, step, config). Nested states
-are split generically: tensors go to safetensors under their dotted path, the rest to JSON. The folder
-is written under a temporary name and renamed, and the `latest` pointer is replaced atomically, so an
-interrupted save never leaves a checkpoint that looks complete.
+`state.safetensors` for everything else (optimizer, lr scheduler, RNG, step, config), and `checksums.json`
+(SHA-256 of each of those files). Nested states are split generically: tensors go to safetensors under
+their dotted path, the rest to JSON. The folder is written under a temporary name and renamed, and the
+`latest` pointer is replaced atomically, so an interrupted save never leaves a checkpoint that looks
+complete. Resuming takes the newest checkpoint whose checksums hold, warning about any it skips: a
+truncated or bit-flipped file costs the steps since the previous checkpoint, not the run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,12 +25,17 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from muon_ad.checks import finite_tensors
 from muon_ad.errors import UserError
-from muon_ad.io import write_text_atomic
+from muon_ad.io import remove_stale_temporaries, write_folder_atomic, write_text_atomic
+
+log = logging.getLogger("muon_ad.training")
 
 _TENSOR = "__tensor__"
 _TUPLE = "__tuple__"
 _INT_KEYS = "__int_keys__"
+_CHECKSUMS = "checksums.json"
+_STEP_FOLDER = re.compile(r"step-\d{7}")
 
 
 def rng_state() -> dict[str, Any]:
@@ -53,50 +63,114 @@ def save_checkpoint(
 ) -> Path:
     """Save models and a nested training `state` (optimizer/scheduler state_dicts, RNG, ...) for `step`.
 
-    Keeps the newest `keep` checkpoints and returns the new checkpoint's folder.
+    Keeps the newest `keep` checkpoints and returns the new checkpoint's folder. Refuses non-finite values;
+    a failed write (e.g. a full disk) removes its temporary folder and is one line, the previous checkpoint intact.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"step-{step:07d}"
-    tmp = directory / f".step-{step:07d}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    for name, model in models.items():
-        save_model(model, str(tmp / f"{name}.safetensors"))
     tensors: dict[str, torch.Tensor] = {}
     meta = _split(dict(state, step=step), "", tensors)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(meta))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    write_text_atomic(directory / "latest", final.name)
+    for name, model in models.items():
+        finite_tensors(f"checkpoint step {step} ('{name}')", model.state_dict())
+    finite_tensors(f"checkpoint step {step} (training state)", tensors)
+
+    def write(folder: Path) -> None:
+        for name, model in models.items():
+            save_model(model, str(folder / f"{name}.safetensors"))
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "state.safetensors"))
+        (folder / "state.json").write_text(json.dumps(meta))
+        sums = {file.name: _sha256(file) for file in sorted(folder.iterdir())}
+        (folder / _CHECKSUMS).write_text(json.dumps(sums, indent=1))
+
+    final = write_folder_atomic(directory / f"step-{step:07d}", write)
+    try:
+        write_text_atomic(directory / "latest", final.name)
+    except OSError as error:  # the new folder is complete and verified: resuming finds it without the pointer
+        raise UserError(f"cannot write {directory / 'latest'}: {error.strerror or error}") from None
     for old in sorted(directory.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
-    """The folder the `latest` pointer names, or None when there is no complete checkpoint."""
+    """The folder the `latest` pointer names, or None when there is none or it is missing.
+
+    The pointer must name a `step-NNNNNNN` folder of `directory` itself: a path leading elsewhere (another
+    run's checkpoint) is refused with one line, never followed."""
     pointer = Path(directory) / "latest"
     if not pointer.is_file():
         return None
-    folder = Path(directory) / pointer.read_text().strip()
-    return folder if (folder / "state.json").is_file() else None
+    name = pointer.read_text().strip()
+    if not _STEP_FOLDER.fullmatch(name):
+        raise UserError(f"{pointer} names {name!r}: it must be a step-NNNNNNN checkpoint folder of this run")
+    folder = Path(directory) / name
+    return folder if folder.is_dir() else None
+
+
+def resume_checkpoint(directory: str | Path, models: dict[str, torch.nn.Module], max_step: int) -> dict[str, Any] | None:
+    """Load the newest good checkpoint of a run into `models` and return its state, or None to start afresh.
+
+    Removes stale temporary folders (a save killed half-way), checks the `latest` pointer, then tries the
+    checkpoints newest first: one that is corrupt or incomplete is skipped with a one-line warning. A step
+    beyond `max_step` (the run's length) is refused: the config changed, or the file was edited.
+    """
+    directory = Path(directory)
+    remove_stale_temporaries(directory)
+    if latest_checkpoint(directory) is None and (directory / "latest").is_file():
+        log.warning("%s names a missing or incomplete checkpoint; looking for the newest good one", directory / "latest")
+    for folder in sorted(directory.glob("step-*"), reverse=True):
+        try:
+            state = load_checkpoint(folder, models)
+        except CorruptCheckpoint as error:
+            log.warning("skipping unusable checkpoint: %s", error)
+            continue
+        if state["step"] > max_step:
+            raise UserError(f"checkpoint {folder} is at step {state['step']}, beyond this run's {max_step} steps "
+                            "(use a new out_dir, or the config it was trained with)")
+        log.info("resuming from %s (step %d of %d)", folder, state["step"], max_step)
+        return state
+    return None
+
+
+class CorruptCheckpoint(UserError):
+    """A checkpoint folder whose files are missing, truncated or altered since it was written."""
 
 
 def load_checkpoint(folder: str | Path, models: dict[str, torch.nn.Module]) -> dict[str, Any]:
-    """Load weights into `models` in place and return the training state (with its `step`)."""
+    """Verify the checkpoint's checksums, load weights into `models` in place and return the training state
+    (with its `step`). Nothing is loaded from a folder that fails verification."""
     folder = Path(folder)
-    if not (folder / "state.json").is_file():
-        raise UserError(f"not a checkpoint folder (no state.json): {folder}")
+    if not (folder / _CHECKSUMS).is_file():
+        raise CorruptCheckpoint(f"{folder}: no {_CHECKSUMS} (incomplete, or not a checkpoint folder)")
+    try:
+        sums = json.loads((folder / _CHECKSUMS).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CorruptCheckpoint(f"{folder}/{_CHECKSUMS} is not valid JSON") from None
+    needed = {"state.json", "state.safetensors", *(f"{name}.safetensors" for name in models)}
+    if missing := sorted(needed - set(sums)):
+        raise CorruptCheckpoint(f"{folder} has no {', '.join(missing)}")
+    for name, digest in sums.items():
+        file = folder / Path(name).name
+        if not file.is_file() or _sha256(file) != digest:
+            raise CorruptCheckpoint(f"{file} is missing or does not match its checksum")
     for name, model in models.items():
-        file = folder / f"{name}.safetensors"
-        if not file.is_file():
-            raise UserError(f"checkpoint {folder} has no weights for '{name}'")
-        load_model(model, str(file))
-    tensors = load_file(str(folder / "state.safetensors"))
-    return _join(json.loads((folder / "state.json").read_text()), tensors)
+        try:
+            load_model(model, str(folder / f"{name}.safetensors"))
+        except RuntimeError as error:
+            raise UserError(f"checkpoint {folder} does not fit this run's '{name}' (config changed?): "
+                            f"{str(error).splitlines()[0]}") from None
+    state = _join(json.loads((folder / "state.json").read_text()), load_file(str(folder / "state.safetensors")))
+    step = state.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or f"step-{step:07d}" != folder.name:
+        raise CorruptCheckpoint(f"{folder}/state.json: step {step!r} does not match the folder name")
+    return state
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _split(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:

@@ -1,10 +1,12 @@
-"""The parts of a training loop every recipe shares: its progress bar, and saving a checkpoint on Ctrl-C."""
+"""The parts of a training loop every recipe shares: its progress bar, and stopping on a signal at a step boundary."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
 
 from tqdm.auto import tqdm
 
@@ -15,12 +17,37 @@ def progress_bar(total: int, initial: int, desc: str) -> tqdm:
     return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
 
 
-@contextlib.contextmanager
-def saves_on_interrupt(save: Callable[[], None], step: Callable[[], int]) -> Iterator[None]:
-    """Ctrl-C inside the block saves a checkpoint (`save`), says at which `step()` and how to resume, and re-raises."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        save()
-        log.warning("interrupted at step %d: checkpoint saved; run the same command to resume", step())
-        raise
+class GracefulStop:
+    """While active, Ctrl-C (SIGINT) and SIGTERM only ask the loop to stop: it finishes the step it is in, saves
+    a checkpoint at that boundary and raises KeyboardInterrupt. A signal that interrupted the step itself would
+    leave the RNG (and perhaps the optimizer) advanced by half a step, and the resumed run would differ. A
+    second signal stops at once, saving nothing (the last checkpoint stays the resume point)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stopping after this step to save a checkpoint (signal again to stop at once, unsaved)")
+
+    def at_boundary(self, step: int, due: bool, save: Callable[[], None]) -> None:
+        """Call after every completed step: saves when a checkpoint is `due` or a stop was asked for, then stops."""
+        if due or self.requested:
+            save()
+        if self.requested:
+            log.warning("interrupted at step %d: checkpoint saved; run the same command to resume", step)
+            raise KeyboardInterrupt

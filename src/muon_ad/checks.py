@@ -1,0 +1,81 @@
+"""The validation layer: every user-supplied value checked before any work, each failure one `UserError` line.
+
+Commands, config dataclasses (`__post_init__`, which YAML, command-line overrides and JSON configs in model
+folders all go through) and savers call these, so a bad value is refused the same way wherever it comes from.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from muon_ad.errors import UserError
+
+
+def within(name: str, value: int | float, low: float = -math.inf, high: float = math.inf, above: bool = False) -> None:
+    """`value` is a finite number in [low, high] (in (low, high] when `above`); NaN is refused too, which every
+    comparison would let through."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value > high or value < low or (above and value == low):
+        bound = (f"> {low}" if above else f"≥ {low}") if high == math.inf else f"in {'(' if above else '['}{low}, {high}]"
+        raise UserError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+def fields_within(prefix: str, config: Any, names: Iterable[str], low: float, high: float = math.inf,
+                  above: bool = False) -> None:
+    """`within` for several fields of a config dataclass, named `prefix.field` in the message."""
+    for field in names:
+        within(f"{prefix}.{field}", getattr(config, field), low, high, above)
+
+
+def one_of(name: str, value: Any, allowed: Iterable[Any]) -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise UserError(f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+
+
+def device(name: str, value: str) -> None:
+    """A torch device this machine has: cpu, or cuda[:N] when CUDA is available."""
+    kind, _, index = value.partition(":")
+    one_of(name, kind, ("cpu", "cuda"))
+    if kind == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"{name}={value}: CUDA is not available on this machine (use cpu)")
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise UserError(f"{name}={value}: no such CUDA device (this machine has {torch.cuda.device_count()})")
+
+
+def writable_output(name: str, path: str | os.PathLike) -> None:
+    """`path` (a file or folder to be written) can be created: its nearest existing parent is a writable folder."""
+    path = Path(path)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"{name} {path}: not writable")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{name} {path}: {parent} is a file, not a folder")
+    # /proc and /sys look writable to root, but take no ordinary files
+    if not os.access(parent, os.W_OK | os.X_OK) or parent.resolve().parts[1:2] in (("proc",), ("sys",)):
+        raise UserError(f"{name} {path}: cannot write in {parent}")
+
+
+def fits_memory(what: str, nbytes: float, share: float = 0.8) -> None:
+    """Refuse a request whose estimated memory exceeds `share` of this machine's RAM, before allocating it."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if nbytes > share * total:
+        raise UserError(f"{what} needs about {nbytes / 2**30:.1f} GiB, more than this machine's "
+                        f"{total / 2**30:.1f} GiB of memory allows")
+
+
+def finite_tensors(what: str, tensors: Mapping[str, Any]) -> None:
+    """Every floating tensor of `tensors` is finite: nothing NaN or infinite is ever saved as a model or image."""
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            raise UserError(f"refusing to save {what}: '{key}' holds NaN or infinite values "
+                            "(training diverged: lower the learning rate)")

@@ -1,0 +1,140 @@
+"""Every bad input, on every command, is answered in one line with exit status 2, before any work.
+
+Each case names inputs that do not exist (teacher, images, student), so a check that came after the first
+load would fail on that file instead, with another message: the expected message proves the order.
+The real entry point runs in-process (`muon_ad.cli.main`), as `muon-ad` does, to keep 60 cases fast.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from muon_ad import cli
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+TEACHER = [f"{CONFIGS / 'teacher-tiny.yaml'}"]
+DISTILL = [f"{CONFIGS / 'stylize-cpu.yaml'}", "train.teacher={tmp}/no-teacher", "train.out_dir={tmp}/run"]
+SYNTH = ["--teacher", "{tmp}/no-teacher", "--out", "{tmp}/x.png"]
+STYLIZE = ["stylize", "-c", "{tmp}/no-content.png", "-s", "{tmp}/no-style.png"]
+TEXTURE = ["texture", "-e", "{tmp}/no-exemplar.png"]
+STREAM = ["stream", "--style", "{tmp}/no-style.png", "--student", "{tmp}/no-student"]
+SAMPLE = ["sample", "-p", "red stripes"]
+HUGE = "more than this machine's"
+
+CASES = [
+    # train-teacher: YAML and command-line overrides
+    (["train-teacher", "{tmp}/picture.png"], "not a YAML text file"),
+    (["train-teacher", *TEACHER, "train.batch_size=0"], "train.batch_size must be a finite number ≥ 1, got 0"),
+    (["train-teacher", *TEACHER, "train.checkpoint_every=0"], "train.checkpoint_every must be"),
+    (["train-teacher", *TEACHER, "train.vae_steps=-5"], "train.vae_steps must be a finite number ≥ 0, got -5"),
+    (["train-teacher", *TEACHER, "train.unet_steps=-1"], "train.unet_steps must be"),
+    (["train-teacher", *TEACHER, "train.unet_lr=nan"], "train.unet_lr must be a finite number > 0, got nan"),
+    (["train-teacher", *TEACHER, "train.vae_lr=-1e-3"], "train.vae_lr must be"),
+    (["train-teacher", *TEACHER, "train.caption_dropout=1.5"], "train.caption_dropout must be a finite number in [0, 1]"),
+    (["train-teacher", *TEACHER, "train.max_nonfinite_steps=0"], "train.max_nonfinite_steps must be"),
+    (["train-teacher", *TEACHER, "train.out_dir=/proc/teacher"], "cannot write in /proc"),
+    (["train-teacher", *TEACHER, "train.out_dir={tmp}/file/run"], "is a file, not a folder"),
+    (["train-teacher", *TEACHER, "data.size=0"], "data.size must be"),
+    (["train-teacher", *TEACHER, "model.image_size=50"], "model.image_size must be a multiple of 4"),
+    (["train-teacher", *TEACHER, "model.unet_channels=[30, 64]"], "multiples of model.norm_num_groups"),
+    (["train-teacher", *TEACHER, "model.unet_channels=[400000, 400000]"], HUGE),
+    (["train-teacher", *TEACHER, "train.vae_crop=64"], "train.vae_crop (64) must be at most data.size (48)"),
+    (["train-teacher"], "Missing argument 'config'"),
+    # sample
+    ([*SAMPLE, "--steps", "0", *SYNTH], "--steps must be a finite number in [1, 1000], got 0"),
+    ([*SAMPLE, "--steps", "-3", *SYNTH], "--steps must be"),
+    ([*SAMPLE, "--guidance", "nan", *SYNTH], "--guidance must be a finite number ≥ 0, got nan"),
+    ([*SAMPLE, "--ad-iters", "-1", *SYNTH], "--ad-iters must be"),
+    ([*SAMPLE, "--teacher", "{tmp}/t", "--out", "{tmp}/file/x.png"], "is a file, not a folder"),
+    ([*SAMPLE, "--teacher", "{tmp}/t", "--out", "/proc/x.png"], "cannot write in /proc"),
+    ([*SAMPLE, "--steps", "many"], "Invalid value for '--steps'"),
+    (["sample"], "Missing option '--prompt'"),
+    # stylize
+    ([*STYLIZE, "--lr", "nan", *SYNTH], "--lr must be a finite number > 0, got nan"),
+    ([*STYLIZE, "--lr", "-1", *SYNTH], "--lr must be"),
+    ([*STYLIZE, "--steps", "0", *SYNTH], "--steps must be"),
+    ([*STYLIZE, "--content-weight", "nan", *SYNTH], "--content-weight must be"),
+    ([*STYLIZE, "--optimizer", "sgd", *SYNTH], "--optimizer must be one of adam, muon"),
+    ([*STYLIZE, "--size", "0", *SYNTH], "--size must be"),
+    ([*STYLIZE, "--size", "100000", *SYNTH], HUGE),
+    ([*STYLIZE, "--teacher", "{tmp}/t", "--out", "{tmp}/file/x.png"], "is a file, not a folder"),
+    ([*STYLIZE, "--teacher", "{tmp}/t", "--out", "/proc/x.png"], "cannot write in /proc"),
+    ([*STYLIZE, "--student", "{tmp}/bad-student", "--out", "{tmp}/x.png"], "must be one of 'cross_attention', 'adain'"),
+    ([*STYLIZE, "--student", "{tmp}/huge-student", "--out", "{tmp}/x.png"], HUGE),
+    (["stylize", "-c", "{tmp}/no-content.png"], "Missing option '--style'"),
+    # texture
+    ([*TEXTURE, "--lr", "-1", *SYNTH], "--lr must be a finite number > 0, got -1"),
+    ([*TEXTURE, "--lr", "inf", *SYNTH], "--lr must be"),
+    ([*TEXTURE, "--size", "100000", "100000", *SYNTH], HUGE),
+    ([*TEXTURE, "--size", "0", "32", *SYNTH], "--size must be"),
+    ([*TEXTURE, "--steps", "0", *SYNTH], "--steps must be"),
+    ([*TEXTURE, "--teacher", "{tmp}/t", "--out", "/proc/x.png"], "cannot write in /proc"),
+    ([*TEXTURE, "--teacher", "{tmp}/t", "--out", "{tmp}/x.jpg"], "use a .png file name"),
+    # distill: YAML, overrides, and the checks that need this machine
+    (["distill", *DISTILL, "train.device=cuda:99"], "train.device=cuda:99"),
+    (["distill", *DISTILL, "train.device=tpu"], "train.device must be one of cpu, cuda, got 'tpu'"),
+    (["distill", *DISTILL, "train.amp=fp8"], "train.amp must be one of auto, bf16, none"),
+    (["distill", *DISTILL, "train.checkpoint_every=0"], "train.checkpoint_every must be"),
+    (["distill", *DISTILL, "curriculum.style_alignment.lr=nan"], "curriculum.style_alignment.lr must be"),
+    (["distill", *DISTILL, "curriculum.content_refinement.batch_size=0"], "curriculum.content_refinement.batch_size"),
+    (["distill", *DISTILL, "student.style_injection=film"], "must be one of 'cross_attention', 'adain'"),
+    (["distill", *DISTILL, "student.base_channels=20000"], HUGE),
+    (["distill", *DISTILL, "validation.every=0"], "validation.every must be"),
+    (["distill", *DISTILL, "data.val_pairs=0"], "data.val_pairs must be"),
+    (["distill", *DISTILL, "distill.t_max=50"], "distill.t_min/t_max must satisfy 0 <= t_min < t_max, got 100, 50"),
+    (["distill", *DISTILL, "train.out_dir=/proc/run"], "cannot write in /proc"),
+    # bench
+    (["bench", "muon-step", "--device", "tpu"], "--device must be one of cpu, cuda, got 'tpu'"),
+    (["bench", "muon-step", "--device", "cuda:99"], "--device=cuda:99"),
+    (["bench", "muon-step", "--out", "/proc/x.json"], "cannot write in /proc"),
+    # evaluate
+    (["evaluate", "{tmp}/no-target", "--count", "0"], "--count must be a finite number ≥ 1, got 0"),
+    (["evaluate", "{tmp}/no-target", "--size", "0"], "--size must be"),
+    (["evaluate", "{tmp}/no-target", "--feature", "clip"], "--feature must be one of domain, inception"),
+    (["evaluate", "{tmp}/no-target", "--out", "{tmp}/file/eval"], "is a file, not a folder"),
+    # stream
+    ([*STREAM, "--fps", "0"], "--fps must be a finite number > 0, got 0.0"),
+    ([*STREAM, "--frames", "0"], "--frames must be"),
+    ([*STREAM, "--size", "0"], "--size must be"),
+    ([*STREAM, "--size", "1000000"], HUGE),
+    ([*STREAM, "--skip-threshold", "nan"], "--skip-threshold must be"),
+    ([*STREAM, "--device", "tpu"], "--device must be one of cpu, cuda"),
+    ([*STREAM, "--out", "/proc/frames"], "cannot write in /proc"),
+    (["stream", "--student", "{tmp}/bad-student", "--style", "{tmp}/no-style.png"], "must be one of 'cross_attention'"),
+    # demo
+    (["demo", "--out", "/proc/report"], "cannot write in /proc"),
+    (["demo", "--out", "{tmp}/file/report"], "is a file, not a folder"),
+    (["demo", "--fast"], "No such option: --fast"),
+]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Bad files to point at: an image given as a config, a regular file used as a folder, student folders whose
+    config.json has an unknown style_injection or asks for ~40 GB."""
+    tmp = tmp_path_factory.mktemp("bad")
+    (tmp / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
+    (tmp / "file").write_text("a regular file")
+    for name, config in (("bad-student", {"style_injection": "film"}), ("huge-student", {"base_channels": 20000})):
+        (tmp / name).mkdir()
+        (tmp / name / "config.json").write_text(json.dumps(config))
+        (tmp / name / "model.safetensors").write_bytes(b"never read")
+    return tmp
+
+
+@pytest.mark.parametrize("args, message", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
+def test_a_bad_input_is_one_line_and_exit_2(folder, monkeypatch, capsys, args, message):
+    monkeypatch.setattr(sys, "argv", ["muon-ad", *(a.replace("{tmp}", str(folder)) for a in args)])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("muon-ad: error: "), err
+    assert message in err, err
+
+
+def test_the_table_covers_every_command():
+    commands = {args[0] for args, _ in CASES}
+    assert commands == {command.name for command in cli.app.registered_commands}
