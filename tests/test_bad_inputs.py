@@ -138,3 +138,9 @@ def test_a_bad_input_is_one_line_and_exit_2(folder, monkeypatch, capsys, args, m
 def test_the_table_covers_every_command():
     commands = {args[0] for args, _ in CASES}
     assert commands == {command.name for command in cli.app.registered_commands}
+
+
+def test_the_cli_names_the_optimisers_synthesis_has():
+    from muon_ad.synthesis.ad_loop import OPTIMIZERS
+
+    assert cli.AD_OPTIMIZERS == OPTIMIZERS
