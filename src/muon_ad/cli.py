@@ -113,6 +113,10 @@ def _png(out: Path) -> Path:
 
 
 def _image_out(out: Path) -> Path:
+    from PIL import Image
+
+    if out.suffix.lower() not in Image.registered_extensions():
+        raise UserError(f"--out {out}: unknown image extension {out.suffix!r}; use e.g. .png or .jpg")
     checks.writable_output("--out", out)
     return out
 

@@ -26,7 +26,13 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from muon_ad.checks import finite_tensors
 from muon_ad.errors import UserError
-from muon_ad.io import checksum_problem, remove_stale_temporaries, write_checksums, write_folder_atomic, write_text_atomic
+from muon_ad.io import (
+    checksum_problem,
+    remove_stale_temporaries,
+    write_checksums,
+    write_folder_atomic,
+    write_text_atomic,
+)
 
 log = logging.getLogger("muon_ad.training")
 
@@ -96,7 +102,7 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     pointer = Path(directory) / "latest"
     if not pointer.is_file():
         return None
-    name = pointer.read_text().strip()
+    name = pointer.read_bytes().decode(errors="replace").strip()  # garbage in it is refused below, not a traceback
     if not _STEP_FOLDER.fullmatch(name):
         raise UserError(f"{pointer} names {name!r}: it must be a step-NNNNNNN checkpoint folder of this run")
     folder = Path(directory) / name
