@@ -2,7 +2,7 @@
 
 Each case names inputs that do not exist (teacher, images, student), so a check that came after the first
 load would fail on that file instead, with another message: the expected message proves the order.
-The real entry point runs in-process (`muon_ad.cli.main`), as `muon-ad` does, to keep 60 cases fast.
+The real entry point runs in-process (`muon_ad.cli.main`), as `muon-ad` does, to keep the 75 cases fast.
 """
 
 import json
@@ -50,6 +50,7 @@ CASES = [
     ([*SAMPLE, "--teacher", "{tmp}/t", "--out", "{tmp}/file/x.png"], "is a file, not a folder"),
     ([*SAMPLE, "--teacher", "{tmp}/t", "--out", "/proc/x.png"], "cannot write in /proc"),
     ([*SAMPLE, "--steps", "many"], "Invalid value for '--steps'"),
+    ([*SAMPLE, "--teacher", "{tmp}/t", "--out", "{tmp}/samples.txt"], "unknown image extension '.txt'"),
     (["sample"], "Missing option '--prompt'"),
     # stylize
     ([*STYLIZE, "--lr", "nan", *SYNTH], "--lr must be a finite number > 0, got nan"),
@@ -138,3 +139,9 @@ def test_a_bad_input_is_one_line_and_exit_2(folder, monkeypatch, capsys, args, m
 def test_the_table_covers_every_command():
     commands = {args[0] for args, _ in CASES}
     assert commands == {command.name for command in cli.app.registered_commands}
+
+
+def test_the_cli_names_the_optimisers_synthesis_has():
+    from muon_ad.synthesis.ad_loop import OPTIMIZERS
+
+    assert cli.AD_OPTIMIZERS == OPTIMIZERS

@@ -23,6 +23,14 @@ from test_distill_recipe import teacher  # noqa: F401 (the module-scoped random 
 from test_teacher import recipe as teacher_recipe
 
 DEADLINE_S = 180
+# Random interruption points per signal and recipe; a sweep for more: RESUME_SEEDS=5 pytest tests/test_resume_signals.py
+SEEDS = range(int(os.environ.get("RESUME_SEEDS", 2)))
+
+
+def signal_cases(special: str) -> list:
+    """SIGINT at each seed's point; SIGKILL at all but one, and at the recipe's riskiest moment (`special`)."""
+    cases = [(signal.SIGINT, seed) for seed in SEEDS] + [(signal.SIGKILL, seed) for seed in SEEDS[:-1]]
+    return [pytest.param(sig, seed, id=f"{sig.name}-{seed}") for sig, seed in (*cases, (signal.SIGKILL, special))]
 
 
 def logged_steps(out: Path) -> list[int]:
@@ -87,8 +95,7 @@ def straight_teacher(tmp_path_factory):
 
 
 # SIGKILL at the end of the autoencoder phase lands between its last checkpoint and the UNet phase's first.
-@pytest.mark.parametrize("sig, seed", [(signal.SIGINT, 0), (signal.SIGINT, 1), (signal.SIGKILL, 0),
-                                       (signal.SIGKILL, "phase-window")], ids=lambda v: getattr(v, "name", str(v)))
+@pytest.mark.parametrize("sig, seed", signal_cases("phase-window"))
 def test_teacher_resumes_bit_identical_after_a_signal(straight_teacher, tmp_path, sig, seed):
     rows = TEACHER_STEPS if seed == "phase-window" else random.Random(seed).randint(2, 2 * TEACHER_STEPS - 8)
     cfg = teacher_recipe(tmp_path, "run", TEACHER_STEPS, TEACHER_STEPS)
@@ -110,8 +117,7 @@ def straight_student(teacher, tmp_path_factory):
 
 
 # SIGKILL before the first checkpoint: the rerun loads the cached FID-domain extractor instead of training it.
-@pytest.mark.parametrize("sig, seed", [(signal.SIGINT, 0), (signal.SIGINT, 1), (signal.SIGKILL, 0),
-                                       (signal.SIGKILL, "before-first-checkpoint")], ids=lambda v: getattr(v, "name", str(v)))
+@pytest.mark.parametrize("sig, seed", signal_cases("before-first-checkpoint"))
 def test_distillation_resumes_bit_identical_after_a_signal(teacher, straight_student, tmp_path, sig, seed):
     rows = 1 if seed == "before-first-checkpoint" else random.Random(seed).randint(2, sum(DISTILL_STEPS) - 5)
     out = tmp_path / "run"

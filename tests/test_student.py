@@ -72,6 +72,15 @@ def test_save_and_load_round_trip(tmp_path):
         load_student(tmp_path)
 
 
+def test_a_corrupt_student_folder_is_refused_in_one_line(tmp_path):
+    folder = save_student(student(), tmp_path / "student")
+    data = bytearray((folder / "model.safetensors").read_bytes())
+    data[-1000:] = bytes(b ^ 0xFF for b in data[-1000:])  # 1000 bytes inverted: still a loadable file
+    (folder / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(UserError, match="model.safetensors is missing or does not match its checksum"):
+        load_student(folder)
+
+
 def test_bad_widths_are_one_line_errors():
     with pytest.raises(UserError, match="not divisible by student.heads"):
         StudentConfig(**{**TINY, "heads": 3})

@@ -27,6 +27,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+AD_OPTIMIZERS = ("adam", "muon")  # muon_ad.synthesis.OPTIMIZERS, named here so --help need not import torch
 # The student's activations at one pixel of its input, with headroom: about 80 floats at base 32, stem stride 4.
 STUDENT_BYTES_PER_PIXEL = 200
 Overrides = typer.Argument(None, help="Dotted overrides of config keys, e.g. train.unet_steps=2000", show_default=False)
@@ -65,10 +66,9 @@ def sample_command(
     from muon_ad.models.teacher import load_teacher
     from muon_ad.visual import image_grid
 
-    checks.within("--steps", steps, 1, 1000)
+    _ad_options(steps, optimizer)
     checks.within("--guidance", guidance, 0)
     checks.within("--ad-iters", ad_iters, 0)
-    checks.one_of("--optimizer", optimizer, ("adam", "muon"))
     _image_out(out)
     style_image = load_rgb(style) if style is not None else None  # bad input fails before the teacher loads
     model = load_teacher(teacher)
@@ -113,17 +113,20 @@ def _png(out: Path) -> Path:
 
 
 def _image_out(out: Path) -> Path:
+    from PIL import Image
+
+    if out.suffix.lower() not in Image.registered_extensions():
+        raise UserError(f"--out {out}: unknown image extension {out.suffix!r}; use e.g. .png or .jpg")
     checks.writable_output("--out", out)
     return out
 
 
-def _synthesis_args(steps: int, lr: Optional[float], optimizer: str, out: Path) -> None:
-    """What stylize and texture share: one optimiser step per timestep, a positive finite lr, a writable PNG."""
+def _ad_options(steps: int, optimizer: str, lr: Optional[float] = None) -> None:
+    """DDIM steps (at most the teacher's 1000 training timesteps), the AD optimiser, a positive finite lr."""
     checks.within("--steps", steps, 1, 1000)
+    checks.one_of("--optimizer", optimizer, AD_OPTIMIZERS)
     if lr is not None:
         checks.within("--lr", lr, 0, above=True)
-    checks.one_of("--optimizer", optimizer, ("adam", "muon"))
-    _png(out)
 
 
 def _fits(size: tuple[int, int], teacher: str) -> None:
@@ -178,7 +181,8 @@ def stylize_command(
         return
     if (content_mask is None) != (style_mask is None):
         raise UserError("masks: give both --content-mask and --style-mask, or neither")
-    _synthesis_args(steps, lr, optimizer, out)
+    _ad_options(steps, optimizer, lr)
+    _png(out)
     checks.within("--content-weight", content_weight, 0)
     if size is not None:
         _fits((size, size), teacher)  # the short side; the long one is checked once the content's aspect is known
@@ -229,7 +233,8 @@ def texture_command(
     from muon_ad.models.teacher import load_teacher
     from muon_ad.synthesis import texture
 
-    _synthesis_args(steps, lr, optimizer, out)
+    _ad_options(steps, optimizer, lr)
+    _png(out)
     if size is not None:
         _fits(size, teacher)
     image = load_rgb(exemplar)

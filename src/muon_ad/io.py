@@ -9,10 +9,12 @@ temporary; a failed folder write (e.g. a full disk) is one line. What a kill -9 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
@@ -21,6 +23,7 @@ from safetensors import SafetensorError
 from muon_ad.errors import UserError
 
 STALE_TEMPORARIES = ".*.tmp*"
+CHECKSUMS = "checksums.json"
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
@@ -72,6 +75,41 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> None:
     """Remove what writes killed half-way (kill -9, power loss) left in `folder`: they are never resumed from."""
     for stale in Path(folder).glob(STALE_TEMPORARIES):
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+
+
+def write_checksums(folder: str | os.PathLike) -> None:
+    """Record the SHA-256 of every file of `folder` in `folder/checksums.json`, so a reader can tell a truncated
+    or altered file from the one written."""
+    folder = Path(folder)
+    sums = {file.name: _sha256(file) for file in sorted(folder.iterdir()) if file.is_file()}
+    (folder / CHECKSUMS).write_text(json.dumps(sums, indent=1))
+
+
+def checksum_problem(folder: str | os.PathLike, required: Iterable[str] = ()) -> str | None:
+    """What is wrong with `folder` against its checksums.json (None when every listed file matches and every
+    `required` file is listed), in a few words for a one-line message."""
+    folder = Path(folder)
+    try:
+        sums = json.loads((folder / CHECKSUMS).read_text())
+    except FileNotFoundError:
+        return f"no {CHECKSUMS} (incomplete, or not written by this version)"
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return f"{CHECKSUMS} is not valid JSON"
+    if missing := sorted(set(required) - set(sums)):
+        return f"no {', '.join(missing)}"
+    for name, digest in sums.items():
+        file = folder / Path(name).name
+        if not file.is_file() or _sha256(file) != digest:
+            return f"{file.name} is missing or does not match its checksum"
+    return None
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _umask() -> int:

@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from muon_ad.checks import fields_within, finite_tensors, fits_memory, one_of, within
 from muon_ad.config import from_dict
 from muon_ad.errors import UserError
-from muon_ad.io import write_folder_atomic
+from muon_ad.io import CHECKSUMS, checksum_problem, write_checksums, write_folder_atomic
 
 
 @dataclass
@@ -228,13 +228,14 @@ def pad_to_multiple(images: Tensor, multiple: int) -> Tensor:
 
 
 def save_student(student: Student, folder: str | Path) -> Path:
-    """Write `folder/` with config.json and model.safetensors, atomically (temporary folder, then rename);
-    refuses non-finite weights."""
+    """Write `folder/` with config.json, model.safetensors and their checksums.json, atomically (temporary folder,
+    then rename); refuses non-finite weights."""
     finite_tensors(f"the student in {folder}", student.state_dict())
 
     def write(tmp: Path) -> None:
         save_model(student, str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(json.dumps(asdict(student.config), indent=2))
+        write_checksums(tmp)
 
     return write_folder_atomic(folder, write)
 
@@ -244,6 +245,8 @@ def load_student(folder: str | Path) -> Student:
     folder = Path(folder)
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         raise UserError(f"not a student folder (needs config.json + model.safetensors): {folder}")
+    if (folder / CHECKSUMS).is_file() and (problem := checksum_problem(folder, ("config.json", "model.safetensors"))):
+        raise UserError(f"student folder {folder} is corrupt: {problem}")  # folders from before checksums load as they are
     try:
         raw = json.loads((folder / "config.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):

@@ -108,7 +108,6 @@ class DistillTrainConfig:
         checks.fields_within("train", self, ("grad_clip",), 0, above=True)
         checks.fields_within("train", self, ("ema_decay",), 0, 1)
         checks.fields_within("train", self, ("checkpoint_every", "max_nonfinite_steps"), 1)
-        checks.writable_output("train.out_dir", self.out_dir)
 
 
 def _optimizer_defaults() -> OptimizerConfig:
@@ -150,6 +149,7 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
     """
     check_config(cfg)  # a config built in code may have been edited after construction: fail before the slow loading
     checks.device("train.device", cfg.train.device)
+    checks.writable_output("train.out_dir", cfg.train.out_dir)
     check_hooks(cfg.curriculum, hooks)
     curriculum = Curriculum(cfg.curriculum)
     out = Path(cfg.train.out_dir)

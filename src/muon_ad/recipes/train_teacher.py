@@ -90,7 +90,6 @@ class TeacherTrainConfig:
         fields_within("train", self, ("vae_lr", "unet_lr"), 0, above=True)
         fields_within("train", self, ("caption_dropout", "ema_decay"), 0, 1)
         fields_within("train", self, ("guidance_scale",), 0)
-        writable_output("train.out_dir", self.out_dir)
 
 
 @dataclass
@@ -116,6 +115,7 @@ def build_bank(cfg: TeacherDataConfig) -> ImageBank:
 def train_teacher(cfg: TrainTeacherConfig, on_step: Callable[[int], None] | None = None) -> Path:
     """Run (or resume) the recipe; returns the folder of the finished diffusers-format teacher."""
     check_config(cfg)  # a config built in code may have been edited after construction
+    writable_output("train.out_dir", cfg.train.out_dir)
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")

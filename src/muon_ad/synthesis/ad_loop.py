@@ -217,7 +217,7 @@ def optimize_latent(
             raise ValueError(f"{len(factories)} optimiser factories for {len(samples)} latents")
         optimizers = [make(x) for make, x in zip(factories, samples)]
     history: History = []
-    guard = NonFiniteGuard(NONFINITE_LIMIT, "a learning rate (--lr) too high")
+    guard = NonFiniteGuard(NONFINITE_LIMIT, "a learning rate (--lr) too high", kept="nothing was written")
     bar = tqdm(timesteps, desc="AD", disable=not progress, leave=False)
     for step, t in enumerate(bar):
         history.append({"step": step, "timestep": int(t), **ad_step(objective, samples, optimizers, int(t))})

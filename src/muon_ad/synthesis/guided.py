@@ -45,7 +45,7 @@ def guided_sample(
         style_latent = teacher.encode_images(image_batch(style, fit_size(*style.size, size, size_multiple(teacher))))
     objective = ADObjective(teacher, style_latent, layers=layers, noise_seed=seed)
     history: History = []
-    guard = NonFiniteGuard(NONFINITE_LIMIT, "a learning rate too high")
+    guard = NonFiniteGuard(NONFINITE_LIMIT, "a learning rate too high", kept="nothing was written")
     bar = tqdm(total=steps, desc=f"AD-guided sampling ({optimizer})", disable=not progress, leave=False)
     pipe = teacher.pipeline()
     pipe.set_progress_bar_config(disable=True)

@@ -11,7 +11,6 @@ truncated or bit-flipped file costs the steps since the previous checkpoint, not
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,14 +26,19 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from muon_ad.checks import finite_tensors
 from muon_ad.errors import UserError
-from muon_ad.io import remove_stale_temporaries, write_folder_atomic, write_text_atomic
+from muon_ad.io import (
+    checksum_problem,
+    remove_stale_temporaries,
+    write_checksums,
+    write_folder_atomic,
+    write_text_atomic,
+)
 
 log = logging.getLogger("muon_ad.training")
 
 _TENSOR = "__tensor__"
 _TUPLE = "__tuple__"
 _INT_KEYS = "__int_keys__"
-_CHECKSUMS = "checksums.json"
 _STEP_FOLDER = re.compile(r"step-\d{7}")
 
 
@@ -78,8 +82,7 @@ def save_checkpoint(
             save_model(model, str(folder / f"{name}.safetensors"))
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "state.safetensors"))
         (folder / "state.json").write_text(json.dumps(meta))
-        sums = {file.name: _sha256(file) for file in sorted(folder.iterdir())}
-        (folder / _CHECKSUMS).write_text(json.dumps(sums, indent=1))
+        write_checksums(folder)
 
     final = write_folder_atomic(directory / f"step-{step:07d}", write)
     try:
@@ -99,7 +102,7 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     pointer = Path(directory) / "latest"
     if not pointer.is_file():
         return None
-    name = pointer.read_text().strip()
+    name = pointer.read_bytes().decode(errors="replace").strip()  # garbage in it is refused below, not a traceback
     if not _STEP_FOLDER.fullmatch(name):
         raise UserError(f"{pointer} names {name!r}: it must be a step-NNNNNNN checkpoint folder of this run")
     folder = Path(directory) / name
@@ -139,19 +142,9 @@ def load_checkpoint(folder: str | Path, models: dict[str, torch.nn.Module]) -> d
     """Verify the checkpoint's checksums, load weights into `models` in place and return the training state
     (with its `step`). Nothing is loaded from a folder that fails verification."""
     folder = Path(folder)
-    if not (folder / _CHECKSUMS).is_file():
-        raise CorruptCheckpoint(f"{folder}: no {_CHECKSUMS} (incomplete, or not a checkpoint folder)")
-    try:
-        sums = json.loads((folder / _CHECKSUMS).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CorruptCheckpoint(f"{folder}/{_CHECKSUMS} is not valid JSON") from None
-    needed = {"state.json", "state.safetensors", *(f"{name}.safetensors" for name in models)}
-    if missing := sorted(needed - set(sums)):
-        raise CorruptCheckpoint(f"{folder} has no {', '.join(missing)}")
-    for name, digest in sums.items():
-        file = folder / Path(name).name
-        if not file.is_file() or _sha256(file) != digest:
-            raise CorruptCheckpoint(f"{file} is missing or does not match its checksum")
+    required = ("state.json", "state.safetensors", *(f"{name}.safetensors" for name in models))
+    if problem := checksum_problem(folder, required):
+        raise CorruptCheckpoint(f"{folder}: {problem}")
     for name, model in models.items():
         try:
             load_model(model, str(folder / f"{name}.safetensors"))
@@ -163,14 +156,6 @@ def load_checkpoint(folder: str | Path, models: dict[str, torch.nn.Module]) -> d
     if not isinstance(step, int) or isinstance(step, bool) or f"step-{step:07d}" != folder.name:
         raise CorruptCheckpoint(f"{folder}/state.json: step {step!r} does not match the folder name")
     return state
-
-
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with file.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _split(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:

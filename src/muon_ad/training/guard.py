@@ -16,12 +16,13 @@ def all_finite(*values: float) -> bool:
 
 
 class NonFiniteGuard:
-    """Counts skipped steps; `limit` in a row stop the run with one line naming the step and the likely cause."""
+    """Counts skipped steps; `limit` in a row stop the run with one line naming the step, the likely `cause` and
+    what was kept (`kept`)."""
 
-    def __init__(self, limit: int, cause: str):
+    def __init__(self, limit: int, cause: str, kept: str = "the last good checkpoint is kept"):
         if limit < 1:
             raise UserError(f"max_nonfinite_steps must be at least 1, got {limit}")
-        self.limit, self.cause = limit, cause
+        self.limit, self.cause, self.kept = limit, cause, kept
         self.in_row = self.skipped = 0
 
     def observe(self, step: int, finite: bool) -> None:
@@ -30,7 +31,7 @@ class NonFiniteGuard:
         self.skipped += not finite
         if self.in_row >= self.limit:
             raise UserError(f"step {step}: loss or gradient not finite for {self.in_row} steps in a row "
-                            f"(likely cause: {self.cause}); stopped, the last good checkpoint is kept")
+                            f"(likely cause: {self.cause}); stopped, {self.kept}")
 
     def state_dict(self) -> dict[str, int]:
         return {"in_row": self.in_row, "skipped": self.skipped}

@@ -1,0 +1,37 @@
+"""GracefulStop: a signal during a step only asks for a stop; the loop saves at the step boundary and stops."""
+
+import os
+import signal
+
+import pytest
+
+from muon_ad.training import GracefulStop
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_signal_stops_at_the_next_boundary_after_saving(sig):
+    before = signal.getsignal(sig)
+    saved = []
+    with pytest.raises(KeyboardInterrupt), GracefulStop() as stop:
+        stop.at_boundary(1, due=False, save=lambda: saved.append(1))  # nothing due, nothing asked: runs on
+        os.kill(os.getpid(), sig)  # lands "mid-step": only the flag is set, the step goes on
+        saved.append("rest of step 2")
+        stop.at_boundary(2, due=False, save=lambda: saved.append(2))
+    assert saved == ["rest of step 2", 2]
+    assert signal.getsignal(sig) is before  # the previous handler is back
+
+
+def test_a_second_signal_stops_at_once_without_saving():
+    saved = []
+    with pytest.raises(KeyboardInterrupt), GracefulStop() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        saved.append("never reached")
+    assert saved == [] and stop.requested
+
+
+def test_a_due_checkpoint_is_saved_without_stopping():
+    saved = []
+    with GracefulStop() as stop:
+        stop.at_boundary(4, due=True, save=lambda: saved.append(4))
+    assert saved == [4]
