@@ -18,7 +18,7 @@ def test_steps_to_reach_interpolates_between_validations():
 
 def test_bench_config_splits_the_budget_like_the_authors_curriculum(tmp_path):
     cfg = bench.bench_config(bench.Settings(steps=240, batch_size=8), tmp_path, "cpu")
-    assert [(p.steps, p.batch_size) for _, p in cfg.curriculum.phases()] == [(40, 8), (80, 8), (120, 4)]
+    assert [(p.steps, p.batch_size) for _, p in cfg.curriculum.phases()] == [(40, 8), (80, 8), (120, 8)]
     assert (cfg.optimizer.name, cfg.distill.conflict_projection) == ("muon", True)
     assert cfg.train.out_dir == str(tmp_path / "muon")
 

@@ -32,7 +32,7 @@ def test_phases_switch_at_the_configured_steps_with_their_settings():
     assert [p.qat for p in plans] == [False] * 7 + [True] * 3
     assert [p.keep_rate for p in plans[:3]] == pytest.approx([0.95, 0.825, 0.7])  # linear over the phase
     assert all(p.content_weight == 0.2 for p in plans)  # nothing observed: λ carried over unchanged
-    assert CurriculumConfig().total_steps == 900  # the CPU preset's 150 / 300 / 450
+    assert CurriculumConfig().total_steps == 1200  # the CPU preset: 200 / 400 / 600
 
 
 def test_warmup_ramps_the_first_steps():

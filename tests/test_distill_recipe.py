@@ -9,8 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from muon_ad.config import load_config
+from muon_ad.errors import UserError
 from muon_ad.distill.curriculum import CurriculumConfig, PhaseConfig
 from muon_ad.distill.data import DistillDataConfig
+from muon_ad.distill.objective import DistillLossConfig
 from muon_ad.models.student import StudentConfig, load_student
 from muon_ad.models.teacher import TinyTeacherConfig, build_tiny_teacher, save_teacher
 from muon_ad.recipes.distill import DistillTrainConfig, DistillConfig, ValidationConfig, as_baseline, distill
@@ -36,7 +38,9 @@ def recipe(teacher, out, steps=(2, 2, 2), lr=3e-3, count=8) -> DistillConfig:
         student=STUDENT,
         curriculum=CurriculumConfig(*phases, warmup_steps=1),
         data=DistillDataConfig(content_count=count, style_count=count, val_pairs=4),
-        validation=ValidationConfig(every=100, batch_size=4, fid_feature_steps=2, fid_feature_widths=(8, 16), grid=2),
+        distill=DistillLossConfig(target_weight=0.0),  # the paper's objective through the teacher (AD targets: below)
+        validation=ValidationConfig(every=100, style_weight=1.0, content_weight=0.25, batch_size=4, fid_feature_steps=2,
+                                    fid_feature_widths=(8, 16), grid=2),
         train=DistillTrainConfig(out_dir=str(out), teacher=teacher, checkpoint_every=3),
     )
 
@@ -115,3 +119,30 @@ def test_cpu_config_spells_out_the_defaults_and_gpu_config_is_the_authors_shape(
     shape = gpu.student.base_channels, gpu.student.channel_mult, gpu.student.heads, gpu.student.attention_levels
     assert shape == (64, (1, 2, 4), 8, 2)
     assert [(p.steps, p.batch_size) for _, p in gpu.curriculum.phases()] == [(500, 32), (1000, 32), (1500, 16)]
+
+
+def test_a_run_on_ad_targets_makes_its_banks_once_and_validates_on_them(teacher, tmp_path):
+    cfg = recipe(teacher, tmp_path / "run", steps=(4, 0, 0), count=6)
+    for _, phase in cfg.curriculum.phases():
+        phase.style_weight, phase.content_weight = 0.0, 0.0  # only the targets count: no teacher pass per step
+    cfg.distill = DistillLossConfig(target_weight=1.0, target_pairs=4, target_steps=2)
+    cfg.validation.style_weight = cfg.validation.content_weight = 0.0
+    cfg.validation.every = 2
+    distill(cfg)
+    val = rows(tmp_path / "run" / "val.csv")
+    assert [float(r["val_loss"]) for r in val] == [float(r["target"]) for r in val] and float(val[0]["target"]) > 0
+    assert float(val[-1]["target"]) < float(val[0]["target"])  # the student moves toward the teacher's stylisations
+    assert all(float(r["ad"]) == 0 for r in rows(tmp_path / "run" / "log.csv"))
+    banks = sorted(p.name for p in (tmp_path / "run").glob("ad-targets*.safetensors"))
+    assert banks == ["ad-targets-val.safetensors", "ad-targets.safetensors"]
+    stamp = (tmp_path / "run" / "ad-targets.safetensors").stat().st_mtime_ns
+    cfg.train.out_dir, cfg.distill.target_path = str(tmp_path / "again"), str(tmp_path / "run" / "ad-targets.safetensors")
+    distill(cfg)
+    assert (tmp_path / "run" / "ad-targets.safetensors").stat().st_mtime_ns == stamp  # shared, not remade
+
+
+def test_a_run_with_nothing_to_train_is_refused(teacher, tmp_path):
+    cfg = recipe(teacher, tmp_path / "run")
+    cfg.curriculum.style_alignment.style_weight = cfg.curriculum.style_alignment.content_weight = 0.0
+    with pytest.raises(UserError, match="curriculum.style_alignment.*nothing to train"):
+        distill(cfg)

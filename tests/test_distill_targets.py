@@ -8,7 +8,7 @@ import torch
 
 from muon_ad.distill.data import LabelledBank, PairSet
 from muon_ad.distill.objective import DistillLossConfig, DistillObjective
-from muon_ad.distill.targets import build_target_bank
+from muon_ad.distill.targets import build_target_bank, training_pairs
 from muon_ad.models.student import Student, StudentConfig
 from muon_ad.models.teacher import build_tiny_teacher
 from tiny import TINY_TEACHER
@@ -31,17 +31,21 @@ def setup():
 def test_the_bank_is_cached_and_remade_when_its_settings_change(setup, tmp_path, monkeypatch):
     teacher, train = setup
     path = tmp_path / "targets.safetensors"
-    bank = build_target_bank(teacher, train, pairs=6, steps=2, lr=0.1, seed=0, path=path, provenance={"t": 1})
+    index = training_pairs(train, 6, seed=0)
+    bank = build_target_bank(teacher, train, *index, steps=2, lr=0.1, path=path, provenance={"t": 1})
     assert bank.images.shape == (6, 3, 32, 32) and bank.images.dtype == torch.uint8
     assert bank.content_index.tolist() == [0, 1, 2, 3, 0, 1]  # each training content in turn
-    assert json.loads(path.with_suffix(".json").read_text())["pairs"] == 6
+    assert json.loads(path.with_suffix(".json").read_text())["content_index"] == [0, 1, 2, 3, 0, 1]
 
     calls = []
     monkeypatch.setattr("muon_ad.distill.targets.stylize_batch", lambda *a: calls.append(a) or a[1] * 0)
-    again = build_target_bank(teacher, train, pairs=6, steps=2, lr=0.1, seed=0, path=path, provenance={"t": 1})
+    again = build_target_bank(teacher, train, *index, steps=2, lr=0.1, path=path, provenance={"t": 1})
     assert calls == [] and torch.equal(again.images, bank.images)  # reused, not remade
-    build_target_bank(teacher, train, pairs=6, steps=2, lr=0.1, seed=0, path=path, provenance={"t": 2})
+    build_target_bank(teacher, train, *index, steps=2, lr=0.1, path=path, provenance={"t": 2})
     assert len(calls) == 1  # another teacher: remade
+    build_target_bank(teacher, train, *training_pairs(train, 6, seed=1), steps=2, lr=0.1, path=path,
+                      provenance={"t": 2})
+    assert len(calls) == 2  # other pairs: remade
 
 
 def test_a_student_regressing_on_targets_moves_toward_them(setup):

@@ -2,14 +2,15 @@
 
 Setting. The distillation recipe (`muon_ad.recipes.distill`) with the CPU preset's student, losses and
 curriculum shape, on the built-in teacher and built-in data, scaled to the bench budget: N steps split
-1:2:3 over the three phases (the authors' 500 / 1000 / 1500), batch 8 / 8 / 4. Muon-AD = Muon through
+1:2:3 over the three phases (the authors' 500 / 1000 / 1500), batch 8, trained on the teacher's AD targets
+(one bank per image set, shared by every run on it). Muon-AD = Muon through
 `build_optimizer` + conflict projection; the baseline = `as_baseline`: AdamW everywhere, no projection.
 Both runs start from the same student weights and draw the same pairs, timesteps and noise (same seed),
 and are validated on the same held-out pairs with the same FID-domain network (trained once, by the
 first run, on the style bank's texture labels; FID-domain is not comparable with Inception FIDs).
 
-What is compared. Every `val_every` steps, the EMA student's validation loss on fixed pairs, timesteps
-and noise, with fixed weights (L_AD + kl_weight·L_KL + 0.25·L_content). target = AdamW's value at step
+What is compared. Every `val_every` steps, the EMA student's validation loss on fixed pairs with fixed weights
+(the recipe's: the held-out L1 to the validation pairs' own AD targets). target = AdamW's value at step
 N; muon_steps_to_adamw_final = the step at which Muon's curve first reaches it (linear interpolation
 between validations); speedup = N / that, and 0 when Muon never reaches it within N. FID-domain (the
 student's images vs their style images) and SSIM (vs their content images) of both runs at step N.
@@ -57,11 +58,13 @@ from muon_ad.synthesis.transfer import STYLIZE_STEPS
 
 @dataclass
 class Settings:
-    steps: int = 240  # N, split 1:2:3 over the phases
-    batch_size: int = 8  # phase 3 uses half
-    val_every: int = 20
+    steps: int = 600  # N, split 1:2:3 over the phases (the recipe: 1200)
+    batch_size: int = 8
+    val_every: int = 50
     val_pairs: int = 32
-    images: int = 512  # content and style images each, validation pairs included
+    images: int = 256  # content and style images each, validation pairs included
+    target_pairs: int = 448  # the AD-target bank (distill.target_*), shared by the runs on the same data
+    target_steps: int = 25
     fid_feature_steps: int = 100  # the FID-domain CNN: ~1 min of a 10-minute budget
     seeds: tuple[int, ...] = (0, 1, 2)  # train.seed of each Muon-AD / AdamW pair of runs (init and every draw)
     lr_scales: tuple[float, ...] = (0.5, 1.0, 2.0)  # the lr grid: multipliers of every phase's lr, tuned per optimiser
@@ -72,24 +75,28 @@ class Settings:
 
 
 FULL = Settings()
+RECIPE = Settings(steps=1200, val_every=200, seeds=(0,), lr_scales=(1.0,))  # configs/stylize-cpu.yaml's length
 QUICK = Settings(steps=12, batch_size=2, val_every=4, val_pairs=4, images=12, fid_feature_steps=10, seeds=(0,),
-                 lr_scales=(0.5, 1.0), style_pairs=4, ad_steps=6, style_feature_steps=30,
+                 lr_scales=(0.5, 1.0), style_pairs=4, ad_steps=6, style_feature_steps=30, target_pairs=8, target_steps=2,
                  student=StudentConfig(base_channels=8, heads=2, style_channels=(8, 16), style_dim=16, norm_groups=4))
 
 
 TUNING_DATA_SEED = 10  # lrs are tuned on other image banks (scenes 10, textures 11) than the race's (0, 1)
 
 
-def bench_config(settings: Settings, out: Path, device: str, lr_scale: float = 1.0) -> DistillConfig:
-    """The Muon-AD recipe at the bench's size, every phase's lr times `lr_scale` (the baseline is `as_baseline`)."""
+def bench_config(settings: Settings, out: Path, device: str, lr_scale: float = 1.0, data_seed: int = 0) -> DistillConfig:
+    """The Muon-AD recipe at the bench's size, every phase's lr times `lr_scale`, on the image banks of `data_seed`
+    (the baseline is `as_baseline`). Runs on the same data share one AD-target bank, next to `out`."""
     cfg = DistillConfig()
     if settings.student is not None:
         cfg.student = settings.student
-    n, b = settings.steps, settings.batch_size
-    lengths, batches = (n // 6, n // 3, n - n // 6 - n // 3), (b, b, b // 2 or 1)
-    for (_, phase), steps, batch in zip(cfg.curriculum.phases(), lengths, batches):
-        phase.steps, phase.batch_size, phase.lr = steps, batch, phase.lr * lr_scale
+    n = settings.steps
+    for (_, phase), steps in zip(cfg.curriculum.phases(), (n // 6, n // 3, n - n // 6 - n // 3)):
+        phase.steps, phase.batch_size, phase.lr = steps, settings.batch_size, phase.lr * lr_scale
     cfg.curriculum.warmup_steps = min(cfg.curriculum.warmup_steps, n // 10)
+    cfg.data.seed = data_seed
+    cfg.distill.target_pairs, cfg.distill.target_steps = settings.target_pairs, settings.target_steps
+    cfg.distill.target_path = str(out.parent / f"ad-targets-data{data_seed}.safetensors")
     cfg.data.content_count = cfg.data.style_count = settings.images
     cfg.data.val_pairs = settings.val_pairs
     cfg.validation.every = settings.val_every
@@ -131,10 +138,10 @@ def tune(settings: Settings, out: Path, device: str) -> dict:
     losses: dict[str, dict[str, float]] = {"muon": {}, "adamw": {}}
     features = None
     for scale in settings.lr_scales:
-        muon_cfg = bench_config(settings, out, device, scale)
+        muon_cfg = bench_config(settings, out, device, scale, TUNING_DATA_SEED)
         for name, cfg in (("muon", muon_cfg), ("adamw", as_baseline(muon_cfg))):
             cfg.train.out_dir = str(out / f"{name}-x{scale:g}")
-            cfg.train.seed, cfg.data.seed = settings.seeds[0], TUNING_DATA_SEED
+            cfg.train.seed = settings.seeds[0]
             cfg.validation.fid_features_path = str(features) if features is not None else None
             distill(cfg)
             features = features or Path(cfg.train.out_dir) / "fid-domain"

@@ -5,7 +5,7 @@ set uses), scored by the same FID-domain network and recognition judges (`eval.s
 - identity: output = content (keeps everything, stylises nothing: the floor of style strength);
 - ad / ad_muon: optimisation-based AD (`synthesis.stylize`) with Adam / Muon, the published 200 steps;
 - student / student_adamw: the Muon-AD student and the AdamW baseline student, distilled here from scratch
-  with the distill-convergence bench's recipe and size (one `race`, its first seed, the recipe's own lrs), so
+  with the recipe at its full length (distill-convergence's `RECIPE`: one `race`, the recipe's own lrs), so
   the two are as comparable as in that bench and nothing stale (an older teacher's student) is scored.
 style_strength_ratio_<row> = (style_fid_identity − style_fid_<row>) / (style_fid_identity − style_fid_ad).
 
@@ -56,7 +56,7 @@ LABELS = {"ssim": "SSIM to the content", "edge_score": "edge score", "style_fid"
 class Settings:
     pairs: int = 16
     ad_steps: int = STYLIZE_STEPS
-    students: distill_convergence.Settings = field(default_factory=lambda: distill_convergence.FULL)
+    students: distill_convergence.Settings = field(default_factory=lambda: distill_convergence.RECIPE)
     large: int = 256
     judge_images: int = 2400  # as bench teacher-quality
     judge_steps: int = 1000

@@ -43,25 +43,27 @@ class PhaseConfig:
     qat: bool = False  # quantisation-aware training during this phase (needs a QAT hook)
 
 
-# No pruning or QAT by default: no hook performs them yet (the authors' keep rates are in the module docstring).
+# The CPU preset trains on the teacher's AD targets (distill.targets), whose L1 needs neither λ nor an SSIM target:
+# style and content weights 0, one lr (3e-3) throughout, the style encoder never frozen. Measured (issue #11) against
+# the authors' weights (0.8 / 0.2 adapted toward SSIM 0.85): their content gradient is as large as the AD gradient
+# and opposite to it (cosine -0.75 to -0.97), so the student stayed the identity map. No pruning or QAT by
+# default: no hook performs them yet (the authors' keep rates are in the module docstring).
 def _style_alignment() -> PhaseConfig:
-    return PhaseConfig(steps=150, batch_size=8, lr=1e-3, style_weight=0.8, content_weight=0.2)
+    return PhaseConfig(steps=200, batch_size=8, lr=3e-3, style_weight=0.0, content_weight=0.0)
 
 
 def _content_refinement() -> PhaseConfig:
-    return PhaseConfig(steps=300, batch_size=8, lr=5e-4, style_weight=0.8, content_weight=None,
-                       adapt_content_weight=True)
+    return PhaseConfig(steps=400, batch_size=8, lr=3e-3, style_weight=0.0, content_weight=None)
 
 
 def _joint_optimisation() -> PhaseConfig:
-    return PhaseConfig(steps=450, batch_size=4, lr=1e-4, style_weight=0.8, content_weight=None,
-                       freeze_style_encoder=True)
+    return PhaseConfig(steps=600, batch_size=8, lr=3e-3, style_weight=0.0, content_weight=None)
 
 
 @dataclass
 class CurriculumConfig:
-    """Defaults: the CPU preset, the authors' configs (500 / 1000 / 1500 iterations, batch 32 / 32 / 16,
-    configs/stylize-gpu.yaml) scaled down to 150 / 300 / 450 at batch 8 / 8 / 4."""
+    """Defaults: the CPU preset (configs/stylize-cpu.yaml), 200 / 400 / 600 steps at batch 8 on AD targets; the
+    authors' shape (500 / 1000 / 1500 iterations, batch 32 / 32 / 16, their loss weights) is configs/stylize-gpu.yaml."""
 
     style_alignment: PhaseConfig = field(default_factory=_style_alignment)
     content_refinement: PhaseConfig = field(default_factory=_content_refinement)

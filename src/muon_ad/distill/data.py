@@ -29,10 +29,10 @@ STYLE_SOURCES = ("textures", "wikiart", "dtd", "folder")
 class DistillDataConfig:
     content: str = "scenes"  # scenes | coco-stuff | folder
     content_path: str | None = None  # the dataset root, for all but the built-in sets
-    content_count: int = 1024  # images kept in memory, validation pairs included
+    content_count: int = 256  # images kept in memory, validation pairs included
     style: str = "textures"  # textures | wikiart | dtd | folder
     style_path: str | None = None
-    style_count: int = 1024
+    style_count: int = 256
     val_pairs: int = 32  # the last val_pairs images of each bank: the fixed validation set
     seed: int = 0
 

@@ -60,9 +60,9 @@ class DistillLossConfig:
     # L_target: L1 to the teacher's own AD image of the same training pair (`distill.targets`), in the style
     # objective with this weight; 0: no bank. The bank: `target_pairs` pairs, `target_steps` Adam steps at lr
     # `target_lr`, cached at `target_path` (None: OUT_DIR/ad-targets.safetensors; share it between runs).
-    target_weight: float = 0.0
-    target_pairs: int = 224
-    target_steps: int = 25
+    target_weight: float = 1.0
+    target_pairs: int = 448  # 448 vs 224 at 1200 steps: style FID-domain 23.3 vs 28.6 (the student overfits 224 pairs)
+    target_steps: int = 25  # 25 Adam steps at lr 0.2: style FID-domain 12.7, vs 7.0 for the published 200 at 0.05, 1/8 the cost
     target_lr: float = 0.2
     target_path: str | None = None
 

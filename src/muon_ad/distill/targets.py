@@ -5,7 +5,9 @@ and noisy to leave the identity map within a CPU budget (style FID-domain of the
 after 96-240 steps). Optimisation-based AD does stylise (its style FID is 5-7x lower), so its outputs on
 training pairs are made once, before training (`synthesis.stylize_batch`, a few Adam steps at a high lr), and
 the student regresses onto them: L_target = L1(student(content, style), AD(content, style)), weighted into the
-style objective. Pairs are seeded: each training content in turn, each with a random training style.
+style objective. Training pairs are seeded: each training content in turn, each with a random training style;
+the validation pairs get a bank of their own, so the held-out L1 to the teacher's stylisation can be the
+validation loss of a run trained on targets.
 
 The bank is cached as safetensors (uint8 images, pair indices) with a JSON of the settings it was made with
 (and the teacher and data it was made from), so runs that share it (Muon-AD and its AdamW baseline, resumes)
@@ -47,28 +49,34 @@ class TargetBank:
         return self.images[pick].to(device).float().div(127.5).sub(1.0)
 
 
+def training_pairs(train: PairSet, count: int, seed: int) -> tuple[Tensor, Tensor]:
+    """(content index, style index) of `count` seeded training pairs: each content in turn, each with a random style."""
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.arange(count) % len(train.content.images),
+            torch.randint(len(train.style.images), (count,), generator=generator))
+
+
 def build_target_bank(
-    teacher: Teacher, train: PairSet, pairs: int, steps: int, lr: float, seed: int, path: Path, provenance: dict,
-    batch_size: int = 32,
+    teacher: Teacher, pairs: PairSet, content_index: Tensor, style_index: Tensor, steps: int, lr: float, path: Path,
+    provenance: dict, batch_size: int = 32,
 ) -> TargetBank:
-    """The cached bank at `path` if it was made with these settings (`provenance`: teacher, data), else a new one."""
-    settings = {"pairs": pairs, "steps": steps, "lr": lr, "seed": seed, **provenance}
+    """The teacher's AD images of pairs (content_index[i], style_index[i]) of `pairs`: the cached bank at `path` if it
+    was made with these settings and pairs (`provenance`: teacher, data), else a new one, cached there."""
+    settings = {"content_index": content_index.tolist(), "style_index": style_index.tolist(), "steps": steps,
+                "lr": lr, **provenance}
     meta = path.with_suffix(".json")
     if path.is_file() and meta.is_file() and json.loads(meta.read_text()) == settings:
         return TargetBank(**load_file(str(path)))
-    generator = torch.Generator().manual_seed(seed)
-    content_index = torch.arange(pairs) % len(train.content.images)
-    style_index = torch.randint(len(train.style.images), (pairs,), generator=generator)
     start, images = time.time(), []
-    for i in tqdm(range(0, pairs, batch_size), desc="AD targets", leave=False):
-        content, style, _, _ = train.batch(content_index[i : i + batch_size], style_index[i : i + batch_size],
+    for i in tqdm(range(0, len(content_index), batch_size), desc="AD targets", leave=False):
+        content, style, _, _ = pairs.batch(content_index[i : i + batch_size], style_index[i : i + batch_size],
                                            teacher.device)
         images.append(stylize_batch(teacher, content, style, steps, lr).cpu())
     bank = TargetBank(content_index, style_index, torch.cat(images).add(1).mul(127.5).round().to(torch.uint8))
     path.parent.mkdir(parents=True, exist_ok=True)
     meta.unlink(missing_ok=True)  # until the new settings are written, the bank on disk counts as unmade
-    save_file({k: v.contiguous() for k, v in vars(bank).items()}, str(path))
+    save_file({k: v.clone().contiguous() for k, v in vars(bank).items()}, str(path))  # the val bank shares its index
     write_text_atomic(meta, json.dumps(settings))  # written last: a bank without it is remade
-    log.info("%d AD targets (%d Adam steps at lr %g) in %.0f s, cached in %s", pairs, steps, lr,
+    log.info("%d AD targets (%d Adam steps at lr %g) in %.0f s, cached in %s", len(bank), steps, lr,
              time.time() - start, path)
     return bank

@@ -47,7 +47,8 @@ from muon_ad.distill import (
     build_banks,
     check_hooks,
 )
-from muon_ad.distill.targets import TargetBank, build_target_bank
+from muon_ad.distill.targets import TargetBank, build_target_bank, training_pairs
+from muon_ad.errors import UserError
 from muon_ad.eval import compute_fid, ssim
 from muon_ad.eval.fid import style_feature_network
 from muon_ad.models.student import Student, StudentConfig, save_student
@@ -74,8 +75,11 @@ log = logging.getLogger("muon_ad.distill")
 
 @dataclass
 class ValidationConfig:
-    every: int = 50  # steps between validations (the first and the last step are always validated)
-    content_weight: float = 0.25  # val_loss = L_AD + kl_weight·L_KL + content_weight·L_content, fixed across runs
+    every: int = 200  # steps between validations (the first and the last step are always validated)
+    # val_loss = style_weight·(L_AD + kl_weight·L_KL) + content_weight·L_content + target_weight·L_target, fixed across
+    # runs. Both 0 (a run trained on AD targets): the held-out L1 to the teacher's stylisation, no teacher pass.
+    style_weight: float = 0.0
+    content_weight: float = 0.0
     batch_size: int = 16
     fid_features: str = "domain"  # "domain" (FID-domain, a CNN trained on the style labels) or "inception"
     fid_features_path: str | None = None  # None with "domain": train one on the style bank, cache it in out_dir
@@ -86,7 +90,7 @@ class ValidationConfig:
 
     def __post_init__(self) -> None:
         checks.fields_within("validation", self, ("every", "batch_size", "fid_feature_steps", "grid"), 1)
-        checks.fields_within("validation", self, ("content_weight",), 0)
+        checks.fields_within("validation", self, ("style_weight", "content_weight"), 0)
         checks.one_of("validation.fid_features", self.fid_features, ("domain", "inception"))
 
 
@@ -137,7 +141,7 @@ def as_baseline(cfg: DistillConfig) -> DistillConfig:
 
 LOG_FIELDS = ["step", "phase", "lr", "batch_size", "loss", "ad", "content", "kl", "target", "style_weight",
               "content_weight", "ssim", "grad_norm", "conflict_acted", "seconds"]
-VAL_FIELDS = ["step", "val_loss", "ad", "content", "kl", "ssim", "fid"]
+VAL_FIELDS = ["step", "val_loss", "ad", "content", "kl", "target", "ssim", "fid"]
 
 
 def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
@@ -151,6 +155,7 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
     checks.device("train.device", cfg.train.device)
     checks.writable_output("train.out_dir", cfg.train.out_dir)
     check_hooks(cfg.curriculum, hooks)
+    _check_objective(cfg)
     curriculum = Curriculum(cfg.curriculum)
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -164,14 +169,17 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
     (train_content, val_content), (train_style, val_style) = (b.split(cfg.data.val_pairs) for b in (content, style))
     train = PairSet.encode(train_content, train_style, objective.encode, device)
     val = PairSet.encode(val_content, val_style, objective.encode, device)
-    targets = None
+    targets = val_targets = None
     if cfg.distill.target_weight > 0:
         d = cfg.distill
         path = Path(d.target_path) if d.target_path else out / "ad-targets.safetensors"
         made_from = {"teacher": str(Path(cfg.train.teacher).resolve()), "data": asdict(cfg.data),
                      "teacher_written": max(f.stat().st_mtime_ns for f in Path(cfg.train.teacher).rglob("*.safetensors"))}
-        targets = build_target_bank(teacher, train, d.target_pairs, d.target_steps, d.target_lr, cfg.data.seed, path,
-                                    made_from)
+        targets = build_target_bank(teacher, train, *training_pairs(train, d.target_pairs, cfg.data.seed),
+                                    d.target_steps, d.target_lr, path, made_from)
+        aligned = torch.arange(len(val.content.images))  # validation pair i = content i + style i
+        val_targets = build_target_bank(teacher, val, aligned, aligned, d.target_steps, d.target_lr,
+                                        path.with_name(f"{path.stem}-val{path.suffix}"), made_from)
     v = cfg.validation
     feature = style_feature_network(v.fid_features, v.fid_features_path, train_style.batch(slice(None)),
                                     train_style.labels, out / "fid-domain", v.fid_feature_steps, v.fid_feature_widths,
@@ -203,7 +211,7 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
 
     def validation() -> None:
         with ema_weights(ema, student):
-            metrics, images = validate(student, objective, val, v, cfg.train.amp, feature, device)
+            metrics, images = validate(student, objective, val, val_targets, v, cfg.train.amp, feature, device)
         logger.log("val.csv", {"step": step, **metrics}, step, scalars=VAL_FIELDS[1:])
         grid = _sample_grid(val, images, v.grid)
         save_image_atomic(grid, out / "samples" / f"step-{step:07d}.png")
@@ -261,6 +269,19 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
     return folder
 
 
+def _check_objective(cfg: DistillConfig) -> None:
+    """Without AD targets, a phase or the validation weighting everything 0 would train or measure nothing."""
+    if cfg.distill.target_weight > 0:
+        return
+    empty = [f"curriculum.{name}" for name, p in cfg.curriculum.phases()
+             if p.steps and p.style_weight == 0 and p.content_weight == 0]
+    if cfg.validation.style_weight == 0 and cfg.validation.content_weight == 0:
+        empty.append("validation")
+    if empty:
+        raise UserError(f"{', '.join(empty)}: style_weight and content_weight are both 0 and distill.target_weight "
+                        "is 0, so there is nothing to train or measure; set the weights, or use AD targets")
+
+
 def train_step(
     plan: StepPlan, student: Student, objective: DistillObjective, optimizer: torch.optim.Optimizer,
     projection: ConflictProjection | None, train: PairSet, targets: TargetBank | None, cfg: DistillTrainConfig,
@@ -298,26 +319,29 @@ def train_step(
 
 @torch.no_grad()
 def validate(
-    student: Student, objective: DistillObjective, val: PairSet, cfg: ValidationConfig, amp: str,
-    feature: torch.nn.Module, device: torch.device,
+    student: Student, objective: DistillObjective, val: PairSet, val_targets: TargetBank | None, cfg: ValidationConfig,
+    amp: str, feature: torch.nn.Module, device: torch.device,
 ) -> tuple[dict[str, float], torch.Tensor]:
     """Metrics on the fixed validation pairs (pair i = content i + style i) and the student's images.
 
-    The objective at fixed weights (style 1, content `cfg.content_weight`) is the validation loss. Timesteps
-    and noise come from a generator seeded with `cfg.seed`, so the same weights always get the same
-    val_loss, and two runs are compared on identical draws.
+    The objective at fixed weights (`cfg.style_weight`, `cfg.content_weight`, and L_target against the validation
+    pairs' own AD targets when the run has targets) is the validation loss. Timesteps and noise come from a
+    generator seeded with `cfg.seed`, so the same weights always get the same val_loss, and two runs are
+    compared on identical draws.
     """
     student.eval()
     generator = torch.Generator().manual_seed(cfg.seed)
-    sums = {"val_loss": 0.0, "ad": 0.0, "content": 0.0, "kl": 0.0}
+    sums = {"val_loss": 0.0, "ad": 0.0, "content": 0.0, "kl": 0.0, "target": 0.0}
     images = []
     count = len(val.content.images)
     for start in range(0, count, cfg.batch_size):
         index = torch.arange(start, min(start + cfg.batch_size, count))
+        targets = val_targets.targets(index, device) if val_targets is not None else None
         with autocast(amp, device):
-            terms = objective(student, *val.batch(index, index, device), style_weight=1.0,
-                              content_weight=cfg.content_weight, generator=generator)
-        for key, value in (("val_loss", terms.loss), ("ad", terms.ad), ("content", terms.content), ("kl", terms.kl)):
+            terms = objective(student, *val.batch(index, index, device), style_weight=cfg.style_weight,
+                              content_weight=cfg.content_weight, generator=generator, targets=targets)
+        for key, value in (("val_loss", terms.loss), ("ad", terms.ad), ("content", terms.content), ("kl", terms.kl),
+                           ("target", terms.target)):
             sums[key] += float(value) * len(index)
         images.append(terms.image.float().cpu())
     student.train()
