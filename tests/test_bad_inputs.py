@@ -2,7 +2,7 @@
 
 Each case names inputs that do not exist (teacher, images, student), so a check that came after the first
 load would fail on that file instead, with another message: the expected message proves the order.
-The real entry point runs in-process (`muon_ad.cli.main`), as `muon-ad` does, to keep the 75 cases fast.
+The real entry point runs in-process (`muon_ad.cli.main`), as `muon-ad` does, to keep the 77 cases fast.
 """
 
 import json
@@ -95,6 +95,8 @@ CASES = [
     (["evaluate", "{tmp}/no-target", "--size", "0"], "--size must be"),
     (["evaluate", "{tmp}/no-target", "--feature", "clip"], "--feature must be one of domain, inception"),
     (["evaluate", "{tmp}/no-target", "--out", "{tmp}/file/eval"], "is a file, not a folder"),
+    (["evaluate", "{tmp}/no-target", "--real", "{tmp}"], "no-target: folder not found"),
+    (["evaluate", "{tmp}", "--real", "{tmp}/no-real"], "no-real: folder not found"),
     # stream
     ([*STREAM, "--fps", "0"], "--fps must be a finite number > 0, got 0.0"),
     ([*STREAM, "--frames", "0"], "--frames must be"),
@@ -126,7 +128,8 @@ def folder(tmp_path_factory):
 
 
 @pytest.mark.parametrize("args, message", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
-def test_a_bad_input_is_one_line_and_exit_2(folder, monkeypatch, capsys, args, message):
+def test_a_bad_input_is_one_line_and_exit_2(folder, tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)  # where default outputs (runs/, eval-results/, samples.png, ...) would go
     monkeypatch.setattr(sys, "argv", ["muon-ad", *(a.replace("{tmp}", str(folder)) for a in args)])
     with pytest.raises(SystemExit) as exit_:
         cli.main()
@@ -134,6 +137,7 @@ def test_a_bad_input_is_one_line_and_exit_2(folder, monkeypatch, capsys, args, m
     assert exit_.value.code == 2, err
     assert len(err.strip().splitlines()) == 1 and err.startswith("muon-ad: error: "), err
     assert message in err, err
+    assert not list(tmp_path.iterdir()) and not (folder / "run").exists()  # refused before any work
 
 
 def test_the_table_covers_every_command():

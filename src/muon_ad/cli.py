@@ -286,6 +286,9 @@ def evaluate_command(
     checks.within("--size", size, 16, 1024)
     checks.one_of("--feature", feature, ("domain", "inception"))
     checks.writable_output("--out", out)
+    for name, folder in (("TARGET", target), ("--real", real), ("--pairs", pairs)):
+        if folder is not None and not folder.is_dir():  # before the feature network trains, not after
+            raise UserError(f"{name} {folder}: folder not found")
     is_student = (target / "config.json").is_file() and (target / "model.safetensors").is_file()
     if not is_student and real is None:
         raise UserError(f"{target} is an image folder: give --real (the reference images for FID)")
