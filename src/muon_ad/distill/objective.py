@@ -132,13 +132,15 @@ class DistillObjective:
         With `targets` (the AD images of these pairs) L_target joins the style objective. When both weights
         are 0 nothing needs the teacher: its passes are skipped (about 5x cheaper a step) and L_AD, L_KL and
         L_content are reported as 0."""
+        if style_weight == 0 and content_weight == 0:  # the student's attention maps are needed by L_KL only
+            image = student(content, style)
+            target = F.l1_loss(image.float(), targets) if targets is not None else image.new_zeros(())
+            zero = image.new_zeros(())
+            return DistillTerms(image, zero, zero, zero, target, self.cfg.target_weight * target, zero)
         with AttentionCapture(student, layers=self.student_layers, record=(), maps="mean") as capture:
             image = student(content, style)
         student_maps = {name: capture.records[name]["maps"] for name in self.student_layers}
-        target = (F.l1_loss(image.float(), targets) if targets is not None else image.new_zeros(()))
-        if style_weight == 0 and content_weight == 0:
-            zero = image.new_zeros(())
-            return DistillTerms(image, zero, zero, zero, target, self.cfg.target_weight * target, zero)
+        target = F.l1_loss(image.float(), targets) if targets is not None else image.new_zeros(())
 
         batch, device = len(content), content.device
         t = torch.randint(self.cfg.t_min, self.cfg.t_max, (batch,), generator=generator, device="cpu").to(device)

@@ -1,10 +1,13 @@
 """Recipe: distil the real-time stylisation student from the frozen teacher (`muon-ad distill CONFIG`).
 
-Reads top to bottom: load the teacher → content and style banks, and their latents (once) → student,
-EMA, optimizer (Muon through `build_optimizer`), conflict projection, curriculum → resume from the last
-checkpoint if there is one → each step: the curriculum's plan (phase, lr, weights, frozen parts, hooks),
-a batch of random (content, style) pairs, the `DistillObjective` through the teacher (its two weighted
-objectives: style_weight·(L_AD + kl_weight·L_KL) and λ·L_content), combined with conflict projection,
+Reads top to bottom: load the teacher → content and style banks, and their latents (once) → the banks of
+the teacher's AD stylisations of training and validation pairs (`distill.targets`, when target_weight > 0,
+made once and cached) → student, EMA, optimizer (Muon through `build_optimizer`), conflict projection,
+curriculum → resume from the last checkpoint if there is one → each step: the curriculum's plan (phase, lr,
+weights, frozen parts, hooks), a batch of pairs (of the target bank when there is one), the
+`DistillObjective` (its two weighted objectives: style_weight·(L_AD + kl_weight·L_KL) + target_weight·L1 to
+the AD targets, and λ·L_content; with style and content weights 0, as in the CPU preset, no teacher pass),
+combined with conflict projection,
 gradient clipping, optimizer step, EMA → periodic validation with the EMA weights on a fixed set (the
 same objective at fixed weights, SSIM to the content, FID-domain to the styles, a sample grid) and
 checkpoints → save the EMA student (`save_student`). Checkpoints, logging, EMA and autocast come from
