@@ -53,8 +53,10 @@ def train_teacher_command(
 def sample_command(
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="Text prompt; repeat for several images."),
     teacher: str = typer.Option(DEFAULT_TEACHER, help="Diffusers SD-layout folder (SD-1.5 or the built-in tiny teacher)."),
-    steps: int = typer.Option(30, help="DDIM steps."),
-    guidance: float = typer.Option(DEFAULT_GUIDANCE_SCALE, help="Classifier-free guidance scale."),
+    steps: Optional[int] = typer.Option(None, help="Sampling steps (default: the folder's; 30 DDIM steps for a teacher, "
+                                        "its few LCM steps for a `distill-t2i` student)."),
+    guidance: Optional[float] = typer.Option(None, help=f"Classifier-free guidance scale (default: the folder's; "
+                                             f"{DEFAULT_GUIDANCE_SCALE} for a teacher, 1 = none for a few-step student)."),
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("samples.png"), help="Output PNG (a labelled grid when there are several prompts)."),
     style: Optional[Path] = typer.Option(None, help="Style image: AD-guided sampling (AD optimiser steps on the latent after each DDIM step)."),
@@ -66,12 +68,16 @@ def sample_command(
     from muon_ad.models.teacher import load_teacher
     from muon_ad.visual import image_grid
 
-    _ad_options(steps, optimizer)
-    checks.within("--guidance", guidance, 0)
+    _ad_options(30 if steps is None else steps, optimizer)
+    if guidance is not None:
+        checks.within("--guidance", guidance, 0)
     checks.within("--ad-iters", ad_iters, 0)
     _image_out(out)
     style_image = load_rgb(style) if style is not None else None  # bad input fails before the teacher loads
     model = load_teacher(teacher)
+    model.check_prompts(prompt)
+    steps = model.default_steps if steps is None else steps
+    guidance = model.default_guidance if guidance is None else guidance
     if style_image is None:
         images = model.sample(prompt, steps=steps, guidance_scale=guidance, seed=seed)
     else:
@@ -362,6 +368,26 @@ def demo_command(
     checks.writable_output("--out", out)
     index = run_demo(out, quick=quick)
     typer.echo(f"report: {index} (and {index.parent / 'report.md'})")
+
+
+@app.command("distill-t2i")
+def distill_t2i_command(
+    config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/t2i-tiny.yaml"),
+    overrides: Optional[list[str]] = Overrides,
+    baseline: bool = typer.Option(False, "--baseline", help="AdamW everywhere, no conflict projection "
+                                  "(optimizer.name=adamw distill.conflict_projection=false), in OUT_DIR-adamw."),
+) -> None:
+    """Distil the compressed, few-step text-to-image student from the teacher (resumes from its last checkpoint)."""
+    from muon_ad.config import load_config
+    from muon_ad.recipes.distill import as_baseline
+    from muon_ad.recipes.distill_t2i import DistillT2IConfig, distill_t2i
+
+    cfg = load_config(DistillT2IConfig, config, overrides or [])
+    if baseline:
+        cfg = as_baseline(cfg)
+    folder = distill_t2i(cfg)
+    typer.echo(f"student: {folder} (muon-ad sample --teacher {folder} -p ...)\n"
+               f"teacher vs student: {Path(cfg.train.out_dir) / 'samples.png'}")
 
 
 def main() -> None:
