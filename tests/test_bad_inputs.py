@@ -21,6 +21,7 @@ STYLIZE = ["stylize", "-c", "{tmp}/no-content.png", "-s", "{tmp}/no-style.png"]
 TEXTURE = ["texture", "-e", "{tmp}/no-exemplar.png"]
 STREAM = ["stream", "--style", "{tmp}/no-style.png", "--student", "{tmp}/no-student"]
 SAMPLE = ["sample", "-p", "red stripes"]
+T2I = [f"{CONFIGS / 't2i-tiny.yaml'}", "train.teacher={tmp}/no-teacher", "train.out_dir={tmp}/run"]
 HUGE = "more than this machine's"
 
 CASES = [
@@ -86,6 +87,15 @@ CASES = [
     (["distill", *DISTILL, "data.val_pairs=0"], "data.val_pairs must be"),
     (["distill", *DISTILL, "distill.t_max=50"], "distill.t_min/t_max must satisfy 0 <= t_min < t_max, got 100, 50"),
     (["distill", *DISTILL, "train.out_dir=/proc/run"], "cannot write in /proc"),
+    # distill-t2i
+    (["distill-t2i", *T2I, "student.variant=huge"], "student.variant must be one of base, small, tiny, got 'huge'"),
+    (["distill-t2i", *T2I, "data.source=web"], "data.source must be one of builtin, folder"),
+    (["distill-t2i", *T2I, "data.source=folder"], "data.source=folder needs data.path"),
+    (["distill-t2i", *T2I, "schedule.batch_size=0"], "schedule.batch_size must be"),
+    (["distill-t2i", *T2I, "consistency.sample_steps=9"], "consistency.sample_steps must be a finite number in [1, 8]"),
+    (["distill-t2i", *T2I, "train.out_dir=/proc/run"], "cannot write in /proc"),
+    (["distill-t2i", *T2I], "no-teacher"),
+    (["distill-t2i", *T2I, "train.teacher={tmp}"], "is not a diffusers SD folder: missing unet/"),
     # bench
     (["bench", "muon-step", "--device", "tpu"], "--device must be one of cpu, cuda, got 'tpu'"),
     (["bench", "muon-step", "--device", "cuda:99"], "--device=cuda:99"),

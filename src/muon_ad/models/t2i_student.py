@@ -110,7 +110,9 @@ def teacher_name(name: str, student: dict, teacher: dict) -> str:
 def build_student(teacher_unet: UNet2DConditionModel, variant: str) -> tuple[UNet2DConditionModel, WeightCopy]:
     """A student UNet of `variant`, its weights copied from `teacher_unet` (see the module docstring)."""
     config = student_config(teacher_unet.config, variant)
-    student = UNet2DConditionModel.from_config(config).to(teacher_unet.device, teacher_unet.dtype)
+    student = UNet2DConditionModel.from_config(config).to(teacher_unet.device)
+    if student.dtype != teacher_unet.dtype:
+        student.to(dtype=teacher_unet.dtype)
     return student, copy_teacher_weights(student, teacher_unet)
 
 

@@ -41,7 +41,7 @@ from muon_ad.distill.t2i import (
     update_target,
 )
 from muon_ad.errors import UserError
-from muon_ad.models.t2i_student import build_student, parameter_count
+from muon_ad.models.t2i_student import VARIANTS, build_student, parameter_count
 from muon_ad.models.teacher import Teacher, load_teacher, save_teacher
 from muon_ad.optim import ConflictProjection, OptimizerConfig, build_optimizer
 from muon_ad.recipes.train_teacher import TeacherDataConfig, build_bank
@@ -67,6 +67,9 @@ log = logging.getLogger("muon_ad.distill_t2i")
 class T2IStudentConfig:
     variant: str = "tiny"  # BK-SDM's base / small / tiny (models.t2i_student)
 
+    def __post_init__(self) -> None:
+        checks.one_of("student.variant", self.variant, VARIANTS)
+
 
 @dataclass
 class T2IDataConfig:
@@ -89,8 +92,8 @@ class T2IDataConfig:
 
 @dataclass
 class T2IScheduleConfig:
-    compress_steps: int = 600  # phase 1: architectural distillation
-    consistency_steps: int = 600  # phase 2: latent consistency distillation
+    compress_steps: int = 400  # phase 1: architectural distillation
+    consistency_steps: int = 400  # phase 2: latent consistency distillation
     batch_size: int = 16
     compress_lr: float = 1e-3
     consistency_lr: float = 2e-4
