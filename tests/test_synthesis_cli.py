@@ -42,7 +42,8 @@ def test_stylize_writes_png_and_loss_curve(files):
     result = run("stylize", "--content", files / "content.png", "--style", files / "style.jpg", "--steps", 3,
                  "--teacher", files / "teacher", "--out", out)
     assert result.exit_code == 0, result.output
-    assert Image.open(out).size == (32, 32)
+    assert Image.open(out).size == (40, 40)  # the content's own size: it is under the working size's cap
+    assert "working size 40x40 px (content 40x40" in result.output
     rows = curve_rows(out)
     assert [int(r["step"]) for r in rows] == [0, 1, 2] and all(float(r["loss"]) >= 0 for r in rows)
     assert Image.open(out.with_suffix(".loss.png")).size[0] > 100

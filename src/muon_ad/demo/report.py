@@ -173,14 +173,27 @@ def write_report(stages: dict[str, Stage], s: DemoSettings, out: Path, seconds: 
     report.image(st["output"], "stream-output.gif", "stylised live by the Muon-AD student")
 
     report.heading("Try next")
-    student, teacher = stages["distill"].results["runs"]["Muon-AD"]["student"], stages["teacher"].results.get("folder")
-    with_teacher = f" --teacher {teacher}" if teacher else ""
-    report.paragraph("On this run's teacher and Muon-AD student (from the folder the demo ran in): "
-                     f"`muon-ad stylize -c CONTENT.png -s {st['style']} --student {student}` (one forward pass); "
-                     f"`muon-ad stylize -c CONTENT.png -s {st['style']}{with_teacher}` (AD through the teacher); "
-                     f"`muon-ad stream --style {st['style']} --student {student}`; "
-                     f"`muon-ad sample -p \"blue and orange stripes\"{with_teacher}`.")
+    report.paragraph("On this run's teacher and Muon-AD student (from the folder the demo ran in, or from anywhere "
+                     "when they are the defaults: `muon_ad.default_path`): "
+                     + "; ".join(f"`{command}`" for command in next_commands(stages)) + ".")
     return report.write()
+
+
+def next_commands(stages: dict[str, Stage]) -> list[str]:
+    """The README's first commands on what this run made: no flag where the artefact is where commands look by
+    default (the full demo's), `--teacher` / `--student` where it is not (`--quick`'s, or a student already there)."""
+    distill, style = stages["distill"].results, stages["stream"].results["style"]
+    teacher = stages["teacher"].results.get("folder")
+    with_teacher = f" --teacher {teacher}" if teacher else ""
+    own = distill["runs"]["Muon-AD"]["student"]
+    published = distill.get("default_student", {}).get("published")
+    student = distill.get("default_student", {}).get("default") if published else own
+    with_student = "" if published else f" --student {own}"
+    return [f"muon-ad stylize -c CONTENT.png -s {style}{with_teacher}  # AD through the teacher",
+            f"muon-ad stylize -c CONTENT.png -s {style} --student {student}  # the student: one forward pass",
+            f"muon-ad texture -e {style}{with_teacher}",
+            f"muon-ad sample -p \"blue and orange stripes\"{with_teacher}",
+            f"muon-ad stream --style {style}{with_student}"]
 
 
 

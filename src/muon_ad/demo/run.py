@@ -26,10 +26,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from muon_ad.demo.report import write_report
+from muon_ad.demo.report import next_commands, write_report
 from muon_ad.demo.settings import FULL, QUICK
 from muon_ad.demo.stages import (
     Stage,
+    publish_student,
     save_json,
     stage_ad,
     stage_distill,
@@ -68,6 +69,7 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False) -> Path:
     timed(stage_ad, s, teacher, out)
     timed(stage_distill, s, teacher, features, out)
     students = {name: run["student"] for name, run in stages["distill"].results["runs"].items()}
+    stages["distill"].results["default_student"] = publish_student(s, students["Muon-AD"])
     timed(stage_evaluate, s, teacher, students, features, out)
     timed(stage_realtime, s, teacher, students["Muon-AD"], out)
     timed(stage_memory, s, teacher, students["Muon-AD"], out)
@@ -77,4 +79,5 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False) -> Path:
     index = write_report(stages, s, out, time.time() - start)
     save_json(out / "stages.json", {name: asdict(st) for name, st in stages.items()})
     log.info("demo: report in %s (%.1f min)", index, (time.time() - start) / 60)
+    log.info("try next:\n  %s", "\n  ".join(next_commands(stages)))
     return index

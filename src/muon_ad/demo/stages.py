@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from muon_ad import DEFAULT_TEACHER
+from muon_ad import DEFAULT_STUDENT, DEFAULT_TEACHER, default_path
 from muon_ad.bench import BENCHMARKS, ad_convergence, distill_convergence, memory, realtime
 from muon_ad.config import load_config
 from muon_ad.data.images import save_image_atomic
@@ -27,7 +28,7 @@ from muon_ad.eval.stylization import (
     builtin_pairs,
     stylize_pairs,
 )
-from muon_ad.io import write_text_atomic
+from muon_ad.io import write_folder_atomic, write_text_atomic
 from muon_ad.models.teacher import load_teacher
 from muon_ad.recipes.distill import as_baseline, distill
 from muon_ad.recipes.train_teacher import TrainTeacherConfig, train_teacher
@@ -47,10 +48,11 @@ class Stage:
 def stage_teacher(s: DemoSettings, out: Path) -> tuple[Path, Stage]:
     """Quick: a tiny teacher trained into DIR, so the demo depends on nothing. Full: the built-in teacher, trained
     (once) where every command looks for it by default (`DEFAULT_TEACHER`), so the README's next commands find it."""
-    if not s.quick and (Path(DEFAULT_TEACHER) / "unet").is_dir():
-        samples = Path(DEFAULT_TEACHER).parent / "samples.png"
-        return Path(DEFAULT_TEACHER), Stage("teacher", note=f"reused {DEFAULT_TEACHER}",
-                                            results={"samples": str(samples) if samples.is_file() else None})
+    found = default_path(DEFAULT_TEACHER)  # here, or where an earlier `make demo` left it (muon_ad.default_path)
+    if not s.quick and (found / "unet").is_dir():
+        samples = found.parent / "samples.png"
+        return found, Stage("teacher", note=f"reused {found}",
+                            results={"samples": str(samples) if samples.is_file() else None})
     run = out / "teacher" if s.quick else Path(DEFAULT_TEACHER).parent
     cfg = load_config(TrainTeacherConfig, TEACHER_CONFIG, s.teacher_overrides + [f"train.out_dir={run}"])
     folder = train_teacher(cfg)
@@ -58,6 +60,17 @@ def stage_teacher(s: DemoSettings, out: Path) -> tuple[Path, Stage]:
     return folder, Stage("teacher", note=f"trained {steps} steps at {cfg.model.image_size} px into {folder}",
                          results={"samples": str(run / "samples.png"), "steps": steps,
                                   "folder": None if folder == Path(DEFAULT_TEACHER) else str(folder)})
+
+
+def publish_student(s: DemoSettings, student: str) -> dict:
+    """Full demo: the Muon-AD student is copied to DEFAULT_STUDENT, where `stream` (and the README's
+    `stylize --student`) look by default, unless a student is there already (a user's own `muon-ad distill`, never
+    overwritten). Quick: its student is a pipeline check, not a stylist, and stays in the report folder."""
+    existing = default_path(DEFAULT_STUDENT)
+    if s.quick or (existing / "config.json").is_file():
+        return {"default": str(existing) if (existing / "config.json").is_file() else None, "published": False}
+    write_folder_atomic(DEFAULT_STUDENT, lambda folder: shutil.copytree(student, folder, dirs_exist_ok=True))
+    return {"default": DEFAULT_STUDENT, "published": True}
 
 
 def stage_features(s: DemoSettings, size: int, out: Path) -> tuple[Path, Stage]:

@@ -21,7 +21,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, LCMScheduler, UNet2DConditionModel
 from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from muon_ad import DEFAULT_GUIDANCE_SCALE, DEFAULT_TEACHER
+from muon_ad import DEFAULT_GUIDANCE_SCALE, DEFAULT_TEACHER, default_path, missing_hint
 from muon_ad.checks import fields_within, finite_tensors, fits_memory
 from muon_ad.errors import UserError
 from muon_ad.io import write_folder_atomic
@@ -145,17 +145,19 @@ class Teacher:
 
     @torch.no_grad()
     def sample(self, prompts: list[str], steps: int | None = None, guidance_scale: float | None = None,
-               seed: int = 0) -> torch.Tensor:
-        """Images (N, 3, H, W) in [-1, 1] drawn with diffusers' StableDiffusionPipeline and the folder's scheduler
-        (DDIM, or LCM for a few-step student); steps and guidance default to the folder's (`default_steps`)."""
+               seed: int = 0, size: int | None = None) -> torch.Tensor:
+        """Images (N, 3, size, size) in [-1, 1] drawn with diffusers' StableDiffusionPipeline and the folder's scheduler
+        (DDIM, or LCM for a few-step student); steps and guidance default to the folder's (`default_steps`), size to
+        the training size."""
         self.check_prompts(prompts)
         steps = self.default_steps if steps is None else steps
         guidance_scale = self.default_guidance if guidance_scale is None else guidance_scale
         pipe = self.pipeline()
         pipe.set_progress_bar_config(disable=True)
         generator = torch.Generator(self.device).manual_seed(seed)
+        size = size or self.image_size
         out = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance_scale, generator=generator,
-                   output_type="pt", height=self.image_size, width=self.image_size)
+                   output_type="pt", height=size, width=size)
         return out.images * 2 - 1
 
     def pipeline(self):
@@ -241,9 +243,9 @@ def training_scheduler() -> DDIMScheduler:
 
 def load_teacher(path: str | Path = DEFAULT_TEACHER, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Teacher:
     """Load a diffusers-format teacher folder (SD-1.5 layout) offline, frozen and in eval mode."""
-    folder = Path(path)
+    folder = default_path(DEFAULT_TEACHER) if str(path) == DEFAULT_TEACHER else Path(path)
     if not folder.is_dir():
-        hint = " (train the built-in one with: muon-ad train-teacher configs/teacher-tiny.yaml)" if str(path) == DEFAULT_TEACHER else ""
+        hint = f" ({missing_hint(DEFAULT_TEACHER, '--teacher')})" if str(path) == DEFAULT_TEACHER else ""
         raise UserError(f"teacher folder not found: {folder}{hint}")
     missing = [name for name in _REQUIRED if not (folder / name).is_dir()]
     if missing:
