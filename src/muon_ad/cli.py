@@ -177,19 +177,19 @@ def _fits(size: tuple[int, int], teacher: str) -> None:
 
 def _teacher_folder(teacher: Optional[str]) -> str:
     """The teacher folder to use (the default as found, `muon_ad.default_path`), checked before torch is imported."""
-    folder = Path(teacher) if teacher is not None else default_path(DEFAULT_TEACHER)
-    if not folder.is_dir():
-        hint = f" ({missing_hint(DEFAULT_TEACHER, '--teacher')})" if teacher is None else ""
-        raise UserError(f"teacher folder not found: {folder}{hint}")
-    return str(folder)
+    return _artefact(teacher, DEFAULT_TEACHER, "--teacher", "teacher folder")
 
 
 def _student_folder(student: Optional[str]) -> str:
     """The student to use (a folder or an .onnx file; the default as found), checked before torch is imported."""
-    path = Path(student) if student is not None else default_path(DEFAULT_STUDENT)
+    return _artefact(student, DEFAULT_STUDENT, "--student", "student")
+
+
+def _artefact(given: Optional[str], default: str, option: str, what: str) -> str:
+    path = Path(given) if given is not None else default_path(default)
     if not path.exists():
-        hint = f" ({missing_hint(DEFAULT_STUDENT, '--student')})" if student is None else ""
-        raise UserError(f"student not found: {path}{hint}")
+        hint = f" ({missing_hint(default, option)})" if given is None else ""
+        raise UserError(f"{what} not found: {path}{hint}")
     return str(path)
 
 
