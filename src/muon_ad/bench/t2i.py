@@ -1,8 +1,8 @@
 """`muon-ad bench t2i`: the compressed few-step text-to-image student vs its teacher, same prompts and seeds.
 
-The Muon-AD recipe (`configs/t2i-tiny.yaml`; full: its own length, validated every 20 steps) makes the student; an AdamW run of phase 1
-(architectural distillation, the phase both optimisers share) on the same data and draws gives the convergence
-race: how many steps Muon-AD needs to reach AdamW's final held-out loss. Then, teacher (its 30 DDIM steps,
+The Muon-AD recipe (`configs/t2i-tiny.yaml`; full: its own length, validated every 20 steps) makes the student;
+an AdamW run of phase 1 (architectural distillation, the phase both optimisers share) on the same data and draws
+gives the race: how many steps Muon-AD needs to reach AdamW's final held-out loss. Then, teacher (its 30 DDIM steps,
 guidance 3) vs student (its LCM steps, no guidance): parameters, FLOPs per UNet call (torch.utils.flop_counter),
 seconds per image, the teacher-quality judges' family and palette accuracy (`eval.recognition`), and FID-domain
 against real textures (the family judge's features). The do-nothing baseline beside them: the student as copied
@@ -60,6 +60,16 @@ def flops_per_call(model: Teacher) -> int:
     return count_flops(unet, latent, torch.tensor([500], device=model.device), model.encode_prompts([PROMPT]))
 
 
+def costs(teacher: Teacher, student: Teacher, repeats: int, device: str) -> dict[str, float]:
+    """Parameters and FLOPs per UNet call (student / teacher), each one's seconds per image and the speedup."""
+    seconds = {name: seconds_per_image(model, repeats, device)
+               for name, model in (("teacher", teacher), ("student", student))}
+    return {"params_ratio": count_parameters(student.unet) / count_parameters(teacher.unet),
+            "flops_ratio": flops_per_call(student) / flops_per_call(teacher),
+            "teacher_seconds_per_image": seconds["teacher"], "student_seconds_per_image": seconds["student"],
+            "speedup": seconds["teacher"] / seconds["student"]}
+
+
 def run(quick: bool, device: str) -> BenchOutput:
     require_teacher(DEFAULT_TEACHER)
     settings = QUICK if quick else FULL
@@ -81,14 +91,7 @@ def run(quick: bool, device: str) -> BenchOutput:
     judges = train_judges(settings["judge_images"], size, settings["judge_steps"], seed=0)
     real, truth = real_textures(settings["real_images"], size, seed=1)
     real_scores = accuracy(judge(judges, real), truth)
-    metrics: dict[str, float] = {
-        "params_ratio": count_parameters(student.unet) / count_parameters(teacher.unet),
-        "flops_ratio": flops_per_call(student) / flops_per_call(teacher),
-    }
-    seconds = {name: seconds_per_image(model, settings["timing_repeats"], device)
-               for name, model in (("teacher", teacher), ("student", student))}
-    metrics.update(teacher_seconds_per_image=seconds["teacher"], student_seconds_per_image=seconds["student"],
-                   speedup=seconds["teacher"] / seconds["student"])
+    metrics = costs(teacher, student, settings["timing_repeats"], device)
     fid = {}
     for name, model in (("teacher", teacher), ("student", student), ("copied", copied)):
         samples, asked = teacher_samples(model, settings["samples_per_family"], model.default_steps,

@@ -172,6 +172,9 @@ def write_report(stages: dict[str, Stage], s: DemoSettings, out: Path, seconds: 
     report.image(st["style"], "stream-style.png", "style")
     report.image(st["output"], "stream-output.gif", "stylised live by the Muon-AD student")
 
+    if "t2i" in stages:
+        _t2i_section(report, stages["t2i"])
+
     report.heading("Try next")
     report.paragraph("On this run's teacher and Muon-AD student (from the folder the demo ran in, or from anywhere "
                      "when they are the defaults: `muon_ad.default_path`): "
@@ -195,6 +198,22 @@ def next_commands(stages: dict[str, Stage]) -> list[str]:
             f"muon-ad sample -p \"blue and orange stripes\"{with_teacher}",
             f"muon-ad stream --style {style}{with_student}"]
 
+
+
+def _t2i_section(report: Report, stage: Stage) -> None:
+    """The compressed few-step text-to-image student: its costs beside the teacher's, and both on the same prompts."""
+    r = stage.results
+    report.heading("Text-to-image: the compressed few-step student")
+    report.table(["", "teacher", "student"], [
+        ["sampling steps", r["teacher_steps"], r["student_steps"]],
+        ["seconds per image", f"{r['teacher_seconds_per_image']:.3f}", f"{r['student_seconds_per_image']:.3f}"],
+        ["UNet parameters (× teacher)", "1", f"{r['params_ratio']:.3f}"],
+        ["FLOPs per UNet call (× teacher)", "1", f"{r['flops_ratio']:.3f}"]])
+    report.paragraph(f"{stage.note}. {r['speedup']:.1f}× faster per image (text encoding and decoding included). "
+                     f"The student is a diffusers SD folder: `muon-ad sample --teacher {r['folder']} -p \"...\"`. "
+                     "Family and palette accuracy and the Muon-AD vs AdamW race: `muon-ad bench t2i`.")
+    report.image(r["samples"], "t2i-samples.png", "the same prompts and seeds: teacher (top row, T) and the "
+                 "student (bottom row, S + its steps)")
 
 
 def _relative(change: float) -> str:

@@ -12,9 +12,10 @@ Reads top to bottom; each stage calls the project's own components and saves its
 6. realtime     student FPS vs the teacher's seconds per image (the realtime benchmark)
 7. memory       peak memory of teacher and student (the memory benchmark)
 8. stream       a synthetic panning clip stylised live by the Muon-AD student, written as a GIF
-9. compression  pruning, quantisation, export, distributed communication: reported "not built yet"
+9. t2i          the compressed few-step text-to-image student; teacher vs student samples and costs
+10. compression pruning, quantisation, export, distributed communication: reported "not built yet"
                 until those capabilities exist
-10. report      DIR/index.html and DIR/report.md: pictures, curves, Pareto plot, the claims table
+11. report      DIR/index.html and DIR/report.md: pictures, curves, Pareto plot, the claims table
 
 Every number in the report is measured by this run; a stage that cannot run says so instead.
 """
@@ -40,6 +41,7 @@ from muon_ad.demo.stages import (
     stage_not_built,
     stage_realtime,
     stage_stream,
+    stage_t2i,
     stage_teacher,
 )
 from muon_ad.models.teacher import load_teacher
@@ -74,6 +76,7 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False) -> Path:
     timed(stage_realtime, s, teacher, students["Muon-AD"], out)
     timed(stage_memory, s, teacher, students["Muon-AD"], out)
     timed(stage_stream, s, students["Muon-AD"], out)
+    timed(stage_t2i, s, teacher, out)
     for stage in stage_not_built():
         stages[stage.name] = stage
     index = write_report(stages, s, out, time.time() - start)

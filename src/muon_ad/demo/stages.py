@@ -13,9 +13,10 @@ import torch
 
 from muon_ad import DEFAULT_STUDENT, DEFAULT_TEACHER, default_path
 from muon_ad.bench import BENCHMARKS, ad_convergence, distill_convergence, memory, realtime
+from muon_ad.bench import t2i as t2i_bench
 from muon_ad.config import load_config
 from muon_ad.data.images import save_image_atomic
-from muon_ad.demo.settings import TEACHER_CONFIG, DemoSettings
+from muon_ad.demo.settings import T2I_CONFIG, TEACHER_CONFIG, DemoSettings
 from muon_ad.eval.domain_features import DomainFeatures
 from muon_ad.eval.profile import measure_latency, median
 from muon_ad.eval.recognition import train_judges
@@ -31,6 +32,7 @@ from muon_ad.eval.stylization import (
 from muon_ad.io import write_folder_atomic, write_text_atomic
 from muon_ad.models.teacher import load_teacher
 from muon_ad.recipes.distill import as_baseline, distill
+from muon_ad.recipes.distill_t2i import DistillT2IConfig, distill_t2i
 from muon_ad.recipes.train_teacher import TrainTeacherConfig, train_teacher
 from muon_ad.runtime import FrameWriter, Stylizer, encode_style, load_backend, run_stream, run_student, synthetic_frames
 from muon_ad.visual import image_grid
@@ -191,6 +193,22 @@ def stage_stream(s: DemoSettings, student: str, out: Path) -> Stage:
     return Stage("stream", note=f"{s.stream_frames} synthetic frames at {s.stream_size} px, skip threshold 0.01",
                  results={**stats.summary(), "input": str(out / "stream" / "input.gif"),
                           "output": str(out / "stream" / "stylised.gif"), "style": str(out / "stream" / "style.png")})
+
+
+def stage_t2i(s: DemoSettings, teacher_path: Path, out: Path) -> Stage:
+    """The compressed few-step text-to-image student (`muon-ad distill-t2i configs/t2i-tiny.yaml`) of the demo's
+    teacher; teacher and student on the same prompts and seeds, with their parameters, FLOPs per UNet call and
+    seconds per image (as `bench t2i` measures them)."""
+    teacher = load_teacher(teacher_path)
+    cfg = load_config(DistillT2IConfig, T2I_CONFIG, s.t2i_overrides + [
+        f"train.teacher={teacher_path}", f"train.out_dir={out / 't2i'}", f"data.size={teacher.image_size}"])
+    student = load_teacher(distill_t2i(cfg))
+    results = {**t2i_bench.costs(teacher, student, 1 if s.quick else 5, "cpu"), "variant": cfg.student.variant,
+               "teacher_steps": teacher.default_steps, "student_steps": student.default_steps,
+               "folder": str(out / "t2i" / "student"), "samples": str(out / "t2i" / "samples.png")}
+    return Stage("t2i", note=f"BK-SDM '{cfg.student.variant}' student, {cfg.schedule.compress_steps} compression + "
+                 f"{cfg.schedule.consistency_steps} consistency steps; {student.default_steps} LCM steps vs the "
+                 f"teacher's {teacher.default_steps} DDIM steps", results=results)
 
 
 def stage_not_built() -> list[Stage]:

@@ -113,7 +113,8 @@ class CompressObjective:
         self.attention = [(s, teacher_name(s, student.config, teacher.unet.config))
                           for s in self_attention_layer_names(student)]
 
-    def __call__(self, student: UNet2DConditionModel, latents: Tensor, text: Tensor, t: Tensor, eps: Tensor) -> CompressTerms:
+    def __call__(self, student: UNet2DConditionModel, latents: Tensor, text: Tensor, t: Tensor,
+                 eps: Tensor) -> CompressTerms:
         noisy = self.noise.add_noise(latents, eps, t)
         maps = "mean" if self.cfg.kl_weight > 0 else False
         with torch.no_grad(), block_outputs(self.teacher.unet, [t_ for _, t_ in self.blocks]) as teacher_feats, \

@@ -76,6 +76,7 @@ class T2IDataConfig:
     source: str = "builtin"  # builtin (the teacher's procedural textures + scenes) | folder (images + captions)
     path: str | None = None  # folder: its root
     captions: str | None = None  # folder: JSONL or CSV of file → caption (data.folders.read_captions)
+    count: int | None = None  # folder: at most this many images (the bank is held in memory: 0.75 MB each at 512 px)
     size: int = 48  # pixels; the teacher's image size
     textures: int = 4000  # builtin
     scenes: int = 1000  # builtin
@@ -86,6 +87,8 @@ class T2IDataConfig:
         checks.one_of("data.source", self.source, ("builtin", "folder"))
         checks.fields_within("data", self, ("textures", "scenes"), 0)
         checks.fields_within("data", self, ("size", "val_count"), 1)
+        if self.count is not None:
+            checks.fields_within("data", self, ("count",), 2)
         if self.source == "folder" and not self.path:
             raise UserError("data.source=folder needs data.path (and usually data.captions)")
 
@@ -179,7 +182,7 @@ def image_caption_bank(cfg: T2IDataConfig) -> ImageBank:
     if cfg.source == "builtin":
         return build_bank(TeacherDataConfig(textures=cfg.textures, scenes=cfg.scenes, size=cfg.size, seed=cfg.seed))
     folder = ImageFolder(cfg.path, cfg.size, cfg.captions)
-    items = [folder[i] for i in range(len(folder))]
+    items = [folder[i] for i in range(len(folder) if cfg.count is None else min(cfg.count, len(folder)))]
     if not items:
         raise UserError(f"data.path {cfg.path}: no readable images")
     images = torch.stack([((it["image"] + 1) * 127.5).round().to(torch.uint8) for it in items])
