@@ -1,6 +1,7 @@
 import os
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # optional-dependency chatter, not test output
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")  # its torchao-quantizer warning when torchao is installed
 
 import torch
 

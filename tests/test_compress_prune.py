@@ -88,3 +88,18 @@ def test_bad_keep_rates_and_tampered_widths_are_one_line_errors(student, tmp_pat
     (folder / "widths.json").write_text("{}")
     with pytest.raises(UserError, match="corrupt"):
         load_pruned(folder)
+
+
+def test_prune_command_writes_a_compacted_student_the_runtime_loads(student, tmp_path, monkeypatch, capsys):
+    from muon_ad import cli
+    from muon_ad.models.student import save_student
+
+    source = save_student(student, tmp_path / "run" / "student")
+    monkeypatch.setattr("sys.argv", ["muon-ad", "prune", str(source), "--keep", "0.6", "--out", str(tmp_path / "p")])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 0 and "pruned student:" in capsys.readouterr().out
+    small = load_backend(tmp_path / "p")
+    assert small.student.widths is not None
+    assert small.student.stem[1].out_channels < CFG.base_channels
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p", "run"]  # no fine-tune run folder without --finetune-steps

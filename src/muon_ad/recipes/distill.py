@@ -150,15 +150,18 @@ LOG_FIELDS = ["step", "phase", "lr", "batch_size", "loss", "ad", "content", "kl"
 VAL_FIELDS = ["step", "val_loss", "ad", "content", "kl", "target", "ssim", "fid"]
 
 
-def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
+def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = (), init: Student | None = None) -> Path:
     """Run (or resume) the recipe; returns the folder of the saved (EMA) student.
 
     `hooks` run before every step with the step's plan, the student and the optimizer: the plug-in point
     for pruning (plan.keep_rate) and quantisation-aware training (plan.qat); a curriculum that asks for
     either with no hook to do it is refused before anything loads. A curriculum with keep_rate < 1 and no pruning
     hook among `hooks` gets `compress.PruningHook` (train.prune_criterion): masks during training, and the saved
-    student is the compacted one.
+    student is the compacted one. `init`: train this student (e.g. a compacted one, for a recovery fine-tune)
+    instead of a fresh `Student(cfg.student)`; its config replaces cfg.student.
     """
+    if init is not None:
+        cfg.student = init.config
     check_config(cfg)  # a config built in code may have been edited after construction: fail before the slow loading
     checks.device("train.device", cfg.train.device)
     checks.writable_output("train.out_dir", cfg.train.out_dir)
@@ -177,7 +180,7 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
     teacher = load_teacher(cfg.train.teacher, device)
     content, style = build_banks(cfg.data, teacher.image_size)
     torch.manual_seed(cfg.train.seed)  # the student's init and then every draw of the run (pairs, t, noise)
-    student = Student(cfg.student).to(device)
+    student = (Student(cfg.student) if init is None else init.train()).to(device)
     objective = DistillObjective(teacher, student, cfg.distill)
     (train_content, val_content), (train_style, val_style) = (b.split(cfg.data.val_pairs) for b in (content, style))
     train = PairSet.encode(train_content, train_style, objective.encode, device)
