@@ -389,6 +389,8 @@ def prune_command(
 def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # silence optional-dependency chatter
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")  # e.g. its torchao-quantizer warning when torchao is installed
+    for name in ("torchao", "torch.utils._pytree"):  # torchao's import (through diffusers) logs missing CUDA kernels
+        logging.getLogger(name).setLevel(logging.ERROR)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if len(sys.argv) == 1:
         sys.argv.append("--help")  # outside standalone mode, no arguments would be an error holding the help text

@@ -51,6 +51,8 @@ def finetune_config(student_folder: Path, steps: int, out_dir: Path, config: Pat
     cfg.validation.every = max(1, steps)
     if cfg.distill.target_path is None and (run / "ad-targets.safetensors").is_file():
         cfg.distill.target_path = str(run / "ad-targets.safetensors")
+    if cfg.validation.fid_features_path is None and (run / "fid-domain").is_dir():
+        cfg.validation.fid_features_path = str(run / "fid-domain")  # the run's own FID-domain network: comparable
     cfg.train.out_dir = str(out_dir)
     return cfg
 
