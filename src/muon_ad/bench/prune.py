@@ -12,7 +12,9 @@ before of the runtime's one path (`run_student`, style encoded once), repeats in
 both alike. Quality on held-out labelled pairs at the teacher's size, scored by one FID-domain network
 (`bench distill-convergence`'s `StyleReference`, which also gives the identity map's and AD's style FID):
 fid_delta (after / before − 1, style FID-domain), ssim_delta (after − before, to the contents),
-style_strength_ratio_delta (after − before), fid_delta_magnitude (the magnitude criterion's fid_delta).
+style_strength_ratio_delta (after − before), fid_delta_magnitude (the magnitude criterion's fid_delta). The fine-tune is extra training, so the unpruned
+student gets the same fine-tune too (`unpruned_finetuned`) and the deltas against it are reported beside
+(`fid_delta_vs_unpruned_finetuned`, ...): what pruning costs, without the fine-tune's own gain.
 latency_ratio_ort: null here, the ONNX export is not on this branch.
 """
 
@@ -81,17 +83,19 @@ def measure(settings: Settings, out: Path, device: str) -> BenchOutput:
     base_cfg = distill_convergence.bench_config(settings.student, out, device)
     base = distill(base_cfg)  # resumes (and returns at once) when the run is complete
     folders = {"before": base}
-    for criterion in CRITERIA:
-        target = out / f"pruned-{criterion}"
+    # keep 1: the unpruned student with the same fine-tune, so what the extra steps alone do is seen beside pruning
+    for name, criterion, keep in (*((c, c, settings.keep) for c in CRITERIA), ("unpruned_finetuned", "magnitude", 1.0)):
+        target = out / f"pruned-{name}"
         for stale in (target, target.with_name(f"{target.name}-finetune")):
             shutil.rmtree(stale, ignore_errors=True)  # a leftover fine-tune would be resumed, not measured
-        folders[criterion] = prune(base, settings.keep, target, criterion, settings.finetune_steps)
+        folders[name] = prune(base, keep, target, criterion, settings.finetune_steps)
 
     content, style = (to_tensor(image).unsqueeze(0) for image in sample_pair(settings.resolution))
     models = {name: load_backend(folder, device).student for name, folder in folders.items()}
     flops = {name: count_flops(m, content.to(device), style.to(device)) for name, m in models.items()}
     params = {name: count_parameters(m) for name, m in models.items()}
-    latency = interleaved_latency(folders, settings.resolution, settings.latency_repeats, device)
+    latency = interleaved_latency({k: folders[k] for k in ("before", *CRITERIA)}, settings.resolution,
+                                  settings.latency_repeats, device)
 
     reference = distill_convergence.StyleReference.build(settings.student, device)
     images, fid, similarity, strength = {}, {}, {}, {}
@@ -110,6 +114,12 @@ def measure(settings: Settings, out: Path, device: str) -> BenchOutput:
         "ssim_delta": similarity["entropy"] - similarity["before"],
         "style_strength_ratio_delta": strength["entropy"] - strength["before"],
         "fid_delta_magnitude": fid["magnitude"] / fid["before"] - 1.0,
+        "fid_delta_vs_unpruned_finetuned": fid["entropy"] / fid["unpruned_finetuned"] - 1.0,
+        "fid_delta_magnitude_vs_unpruned_finetuned": fid["magnitude"] / fid["unpruned_finetuned"] - 1.0,
+        "ssim_delta_vs_unpruned_finetuned": similarity["entropy"] - similarity["unpruned_finetuned"],
+        "style_strength_ratio_delta_vs_unpruned_finetuned": strength["entropy"] - strength["unpruned_finetuned"],
+        "style_strength_ratio_delta_magnitude_vs_unpruned_finetuned":
+            strength["magnitude"] - strength["unpruned_finetuned"],
         "flops_reduction_magnitude": 1.0 - flops["magnitude"] / flops["before"],
         "latency_ratio_magnitude": median(latency["magnitude"]) / median(latency["before"]),
         "ssim_delta_magnitude": similarity["magnitude"] - similarity["before"],
