@@ -80,7 +80,8 @@ def interleaved_latency(folders: dict[str, Path], resolution: int, repeats: int,
 
 def measure(settings: Settings, out: Path, device: str) -> BenchOutput:
     require_teacher(DEFAULT_TEACHER)
-    base_cfg = distill_convergence.bench_config(settings.student, out, device)
+    # Its run is OUT/base/muon, its AD-target bank OUT/ad-targets-data0.*: quick and full never share one.
+    base_cfg = distill_convergence.bench_config(settings.student, out / "base", device)
     base = distill(base_cfg)  # resumes (and returns at once) when the run is complete
     folders = {"before": base}
     # keep 1: the unpruned student with the same fine-tune, so what the extra steps alone do is seen beside pruning
