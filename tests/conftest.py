@@ -4,6 +4,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # optional-dependency 
 # Hermetic defaults: the built-in teacher and student are looked for in the current folder only, never in the
 # checkout or a user's MUON_AD_HOME (muon_ad.default_path); a test that needs another root sets it itself.
 os.environ["MUON_AD_HOME"] = ""
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")  # its torchao-quantizer warning when torchao is installed
 
 import torch
 

@@ -125,6 +125,16 @@ CASES = [
     (["demo", "--out", "/proc/report"], "cannot write in /proc"),
     (["demo", "--out", "{tmp}/file/report"], "is a file, not a folder"),
     (["demo", "--fast"], "No such option: --fast"),
+    # prune
+    (["prune", "{tmp}", "--keep", "0.5", "--out", "{tmp}/run/p"], "not a student folder"),
+    (["prune", "{tmp}/no-student", "--keep", "0", "--out", "{tmp}/run/p"], "keep rate must be in (0, 1], got 0.0"),
+    (["prune", "{tmp}/no-student", "--keep", "1.5", "--out", "{tmp}/run/p"], "keep rate must be in (0, 1], got 1.5"),
+    (["prune", "{tmp}/no-student", "--keep", "0.5", "--criterion", "random", "--out", "{tmp}/run/p"],
+     "--criterion must be one of entropy, magnitude"),
+    (["prune", "{tmp}/no-student", "--keep", "0.5", "--finetune-steps", "-1", "--out", "{tmp}/run/p"],
+     "--finetune-steps must be"),
+    (["prune", "{tmp}/no-student", "--keep", "0.5", "--out", "/proc/p"], "cannot write in /proc"),
+    (["prune", "{tmp}/bad-student", "--keep", "0.5", "--out", "{tmp}/run/p"], "must be one of 'cross_attention'"),
 ]
 
 

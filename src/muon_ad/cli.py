@@ -503,9 +503,33 @@ def distill_t2i_command(
     typer.echo(f"student: {folder} (muon-ad sample --teacher {folder} -p ...)\n"
                f"teacher vs student: {Path(cfg.train.out_dir) / 'samples.png'}")
 
+# --- pruning (issue #16) ---
+@app.command("prune")
+def prune_command(
+    student: Path = typer.Argument(..., help="A student folder (what muon-ad distill saves: config.json + model.safetensors)"),
+    keep: float = typer.Option(..., "--keep", help="Fraction of channels and attention heads kept, in (0, 1]"),
+    out: Path = typer.Option(..., "--out", help="Folder for the compacted student (safetensors + widths.json)"),
+    finetune_steps: int = typer.Option(0, "--finetune-steps", help="Recovery fine-tune steps on the AD-target bank "
+                                       "(the distillation recipe; its run folder is OUT-finetune)"),
+    criterion: str = typer.Option("entropy", "--criterion", help="entropy (attention-row entropy + gradient "
+                                  "sensitivity) or magnitude (L2 baseline)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="Distillation config of the fine-tune (default: the "
+                                          "student's run config.yaml, else the built-in defaults)"),
+) -> None:
+    """Prune a trained student (torch-pruning DepGraph), remove the pruned channels and heads, optionally fine-tune."""
+    from muon_ad.recipes.compress import prune
+
+    if config is not None and not config.is_file():
+        raise UserError(f"--config {config}: no such file")
+    folder = prune(student, keep, out, criterion, finetune_steps, config)
+    typer.echo(f"pruned student: {folder}")
+
 
 def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # silence optional-dependency chatter
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")  # e.g. its torchao-quantizer warning when torchao is installed
+    for name in ("torchao", "torch.utils._pytree"):  # torchao's import (through diffusers) logs missing CUDA kernels
+        logging.getLogger(name).setLevel(logging.ERROR)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if len(sys.argv) == 1:
         sys.argv.append("--help")  # outside standalone mode, no arguments would be an error holding the help text

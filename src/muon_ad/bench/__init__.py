@@ -10,4 +10,5 @@ BENCHMARKS: dict[str, str] = {
     "teacher-quality": "muon_ad.bench.teacher_quality",
     "stylization": "muon_ad.bench.stylization",
     "t2i": "muon_ad.bench.t2i",
+    "prune": "muon_ad.bench.prune",
 }

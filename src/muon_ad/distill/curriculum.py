@@ -47,7 +47,7 @@ class PhaseConfig:
 # style and content weights 0, one lr (3e-3) throughout, the style encoder never frozen. Measured (issue #11) against
 # the authors' weights (0.8 / 0.2 adapted toward SSIM 0.85): their content gradient is as large as the AD gradient
 # and opposite to it (cosine -0.75 to -0.97), so the student stayed the identity map. No pruning or QAT by
-# default: no hook performs them yet (the authors' keep rates are in the module docstring).
+# default (the authors' keep rates are in the module docstring; keep_rate < 1 runs muon_ad.compress.PruningHook).
 def _style_alignment() -> PhaseConfig:
     return PhaseConfig(steps=200, batch_size=8, lr=3e-3, style_weight=0.0, content_weight=0.0)
 
@@ -86,6 +86,8 @@ class CurriculumConfig:
             fields_within(f"curriculum.{name}", phase, ("batch_size",), 1)
             fields_within(f"curriculum.{name}", phase, ("lr",), 0, above=True)
             fields_within(f"curriculum.{name}", phase, ("style_weight",), 0)
+            if len(phase.keep_rate) != 2 or not all(0 < k <= 1 for k in phase.keep_rate):
+                raise UserError(f"curriculum.{name}.keep_rate must be two rates in (0, 1], got {list(phase.keep_rate)}")
             if phase.content_weight is not None:
                 fields_within(f"curriculum.{name}", phase, ("content_weight",), 0)
         fields_within("curriculum", self, ("warmup_steps",), 0)
@@ -133,7 +135,7 @@ def check_hooks(cfg: CurriculumConfig, hooks: Sequence[StepHook]) -> None:
     for name, phase in cfg.phases():
         if min(phase.keep_rate) < 1.0 and not any(hook.prunes for hook in hooks):
             raise UserError(f"curriculum.{name}.keep_rate={list(phase.keep_rate)} asks for pruning, but no pruning "
-                            "hook is registered (pruning is not built yet): set it to [1.0, 1.0]")
+                            "hook is registered (muon-ad distill adds muon_ad.compress.PruningHook): set it to [1.0, 1.0]")
         if phase.qat and not any(hook.quantises for hook in hooks):
             raise UserError(f"curriculum.{name}.qat=true asks for quantisation-aware training, but no QAT hook is "
                             "registered (QAT is not built yet): set it to false")

@@ -43,6 +43,7 @@ from typing import Literal
 import safetensors
 import torch
 import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention
 from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from safetensors.torch import load_model, save_model
@@ -181,6 +182,7 @@ class Student(nn.Module):
         )
         nn.init.zeros_(self.head[2].weight)  # an untrained student returns its content image (see `apply_style`)
         nn.init.zeros_(self.head[2].bias)
+        self.widths: dict[str, dict[str, int]] | None = None  # per-layer widths of a compacted (pruned) student
 
     def encode_style(self, style: Tensor) -> Tensor:
         """Style tokens (B, style_grid², style_dim); compute once per style and pass to `apply_style`."""
@@ -227,25 +229,86 @@ def pad_to_multiple(images: Tensor, multiple: int) -> Tensor:
     return images
 
 
+WIDTHS = "widths.json"  # in the folder of a compacted student: the per-layer widths its tensors have
+
+
+def layer_widths(student: nn.Module) -> dict[str, dict[str, int]]:
+    """The width of every layer whose width pruning can change: conv/linear in and out, norm channels, attention
+    heads, and the channel count diffusers' resampling blocks assert on. JSON-ready; `apply_widths` rebuilds it."""
+    widths = {}
+    for name, m in student.named_modules():
+        if isinstance(m, nn.Conv2d):
+            widths[name] = {"in": m.in_channels, "out": m.out_channels}
+        elif isinstance(m, nn.Linear):
+            widths[name] = {"in": m.in_features, "out": m.out_features}
+        elif isinstance(m, nn.GroupNorm):
+            widths[name] = {"channels": m.num_channels}
+        elif isinstance(m, nn.LayerNorm):
+            widths[name] = {"channels": m.normalized_shape[0]}
+        elif isinstance(m, Attention):
+            widths[name] = {"heads": m.heads}
+        elif isinstance(m, (Downsample2D, Upsample2D)):
+            widths[name] = {"channels": m.channels}
+    return widths
+
+
+def _empty(param: nn.Parameter | None, *shape: int) -> nn.Parameter | None:
+    return None if param is None else nn.Parameter(param.new_empty(shape))
+
+
+@torch.no_grad()
+def apply_widths(student: Student, widths: dict[str, dict[str, int]]) -> Student:
+    """Give `student` (built from its config) the layer widths of a compacted one, with uninitialised tensors of
+    those shapes for a state dict to fill: how a pruned student is rebuilt without pickle."""
+    modules = dict(student.named_modules())
+    if unknown := sorted(set(widths) - set(modules)):
+        raise UserError(f"{WIDTHS} names layers the student does not have: {', '.join(unknown[:3])}")
+    for name, width in widths.items():
+        m = modules[name]
+        if isinstance(m, nn.Conv2d):
+            m.in_channels, m.out_channels = width["in"], width["out"]
+            m.weight = _empty(m.weight, width["out"], width["in"] // m.groups, *m.kernel_size)
+            m.bias = _empty(m.bias, width["out"])
+        elif isinstance(m, nn.Linear):
+            m.in_features, m.out_features = width["in"], width["out"]
+            m.weight, m.bias = _empty(m.weight, width["out"], width["in"]), _empty(m.bias, width["out"])
+        elif isinstance(m, nn.GroupNorm):
+            m.num_channels = width["channels"]
+            m.weight, m.bias = _empty(m.weight, width["channels"]), _empty(m.bias, width["channels"])
+        elif isinstance(m, nn.LayerNorm):
+            m.normalized_shape = (width["channels"],)
+            m.weight, m.bias = _empty(m.weight, width["channels"]), _empty(m.bias, width["channels"])
+        elif isinstance(m, Attention):
+            m.heads = width["heads"]
+        elif isinstance(m, (Downsample2D, Upsample2D)):
+            m.channels = width["channels"]
+    student.widths = widths
+    return student
+
+
 def save_student(student: Student, folder: str | Path) -> Path:
-    """Write `folder/` with config.json, model.safetensors and their checksums.json, atomically (temporary folder,
-    then rename); refuses non-finite weights."""
+    """Write `folder/` with config.json, model.safetensors (and, for a compacted student, widths.json) and their
+    checksums.json, atomically (temporary folder, then rename); refuses non-finite weights."""
     finite_tensors(f"the student in {folder}", student.state_dict())
 
     def write(tmp: Path) -> None:
         save_model(student, str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(json.dumps(asdict(student.config), indent=2))
+        if student.widths is not None:
+            (tmp / WIDTHS).write_text(json.dumps(student.widths, indent=1))
         write_checksums(tmp)
 
     return write_folder_atomic(folder, write)
 
 
 def load_student(folder: str | Path) -> Student:
-    """A saved student, in eval mode (no pickle: safetensors weights + JSON config)."""
+    """A saved student, in eval mode (no pickle: safetensors weights + JSON config, and for a compacted student the
+    JSON of its layer widths, from which its architecture is rebuilt before the weights load)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         raise UserError(f"not a student folder (needs config.json + model.safetensors): {folder}")
-    if (folder / CHECKSUMS).is_file() and (problem := checksum_problem(folder, ("config.json", "model.safetensors"))):
+    required = ("config.json", "model.safetensors", *([WIDTHS] if (folder / WIDTHS).is_file() else []))
+    if (folder / CHECKSUMS).is_file() and (problem := checksum_problem(folder, required)):
         raise UserError(f"student folder {folder} is corrupt: {problem}")  # folders from before checksums load as they are
     try:
         raw = json.loads((folder / "config.json").read_text())
@@ -254,6 +317,12 @@ def load_student(folder: str | Path) -> Student:
     cfg = from_dict(StudentConfig, raw, f"{folder}/config.json")  # the same checks as a YAML config
     with torch.random.fork_rng(devices=[]):  # initial weights, overwritten below, must not use the run's stream
         student = Student(cfg)
+    if WIDTHS in required:
+        try:
+            widths = json.loads((folder / WIDTHS).read_text())
+            apply_widths(student, widths)
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+            raise UserError(f"{folder}/{WIDTHS} is not a valid table of layer widths") from None
     try:
         load_model(student, str(folder / "model.safetensors"))
     except (RuntimeError, OSError, safetensors.SafetensorError) as error:

@@ -36,6 +36,7 @@ import torch
 from diffusers.training_utils import EMAModel
 
 from muon_ad import DEFAULT_DISTILL_DIR, DEFAULT_TEACHER, checks
+from muon_ad.compress.hook import PruningHook
 from muon_ad.config import check_config, save_config
 from muon_ad.data.images import save_image_atomic
 from muon_ad.distill import (
@@ -108,10 +109,12 @@ class DistillTrainConfig:
     checkpoint_every: int = 100
     seed: int = 0
     max_nonfinite_steps: int = 5  # steps in a row with a NaN/inf loss or gradient (each skipped) that stop the run
+    prune_criterion: str = "entropy"  # when a phase's keep_rate < 1: "entropy" (heads) + sensitivity, or "magnitude"
 
     def __post_init__(self) -> None:
         checks.one_of("train.device", self.device.partition(":")[0], ("cpu", "cuda"))  # whether it is here: at run time
         checks.one_of("train.amp", self.amp, AMP_CHOICES)
+        checks.one_of("train.prune_criterion", self.prune_criterion, ("entropy", "magnitude"))
         checks.fields_within("train", self, ("grad_clip",), 0, above=True)
         checks.fields_within("train", self, ("ema_decay",), 0, 1)
         checks.fields_within("train", self, ("checkpoint_every", "max_nonfinite_steps"), 1)
@@ -147,16 +150,26 @@ LOG_FIELDS = ["step", "phase", "lr", "batch_size", "loss", "ad", "content", "kl"
 VAL_FIELDS = ["step", "val_loss", "ad", "content", "kl", "target", "ssim", "fid"]
 
 
-def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
+def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = (), init: Student | None = None) -> Path:
     """Run (or resume) the recipe; returns the folder of the saved (EMA) student.
 
     `hooks` run before every step with the step's plan, the student and the optimizer: the plug-in point
     for pruning (plan.keep_rate) and quantisation-aware training (plan.qat); a curriculum that asks for
-    either with no hook to do it is refused before anything loads.
+    either with no hook to do it is refused before anything loads. A curriculum with keep_rate < 1 and no pruning
+    hook among `hooks` gets `compress.PruningHook` (train.prune_criterion): masks during training, and the saved
+    student is the compacted one. `init`: train this student (e.g. a compacted one, for a recovery fine-tune)
+    instead of a fresh `Student(cfg.student)`; its config replaces cfg.student.
     """
+    if init is not None:
+        cfg.student = init.config
     check_config(cfg)  # a config built in code may have been edited after construction: fail before the slow loading
     checks.device("train.device", cfg.train.device)
     checks.writable_output("train.out_dir", cfg.train.out_dir)
+    hooks = list(hooks)
+    pruning = None
+    if any(min(p.keep_rate) < 1 for _, p in cfg.curriculum.phases()) and not any(h.prunes for h in hooks):
+        pruning = PruningHook(cfg.train.prune_criterion)
+        hooks.append(pruning)
     check_hooks(cfg.curriculum, hooks)
     _check_objective(cfg)
     curriculum = Curriculum(cfg.curriculum)
@@ -167,7 +180,7 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
     teacher = load_teacher(cfg.train.teacher, device)
     content, style = build_banks(cfg.data, teacher.image_size)
     torch.manual_seed(cfg.train.seed)  # the student's init and then every draw of the run (pairs, t, noise)
-    student = Student(cfg.student).to(device)
+    student = (Student(cfg.student) if init is None else init.train()).to(device)
     objective = DistillObjective(teacher, student, cfg.distill)
     (train_content, val_content), (train_style, val_style) = (b.split(cfg.data.val_pairs) for b in (content, style))
     train = PairSet.encode(train_content, train_style, objective.encode, device)
@@ -183,6 +196,8 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
         aligned = torch.arange(len(val.content.images))  # validation pair i = content i + style i
         val_targets = build_target_bank(teacher, val, aligned, aligned, d.target_steps, d.target_lr,
                                         path.with_name(f"{path.stem}-val{path.suffix}"), made_from)
+    if pruning is not None:
+        pruning.batches = lambda: _scoring_batches(train, targets, device, cfg.train.seed)
     v = cfg.validation
     feature = style_feature_network(v.fid_features, v.fid_features_path, train_style.batch(slice(None)),
                                     train_style.labels, out / "fid-domain", v.fid_feature_steps, v.fid_feature_widths,
@@ -214,6 +229,9 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
 
     def validation() -> None:
         with ema_weights(ema, student):
+            for hook in hooks:  # the EMA's masked entries decay but are not zero: validate the masked student
+                if hasattr(hook, "mask"):
+                    hook.mask(student)
             metrics, images = validate(student, objective, val, val_targets, v, cfg.train.amp, feature, device)
         logger.log("val.csv", {"step": step, **metrics}, step, scalars=VAL_FIELDS[1:])
         grid = _sample_grid(val, images, v.grid)
@@ -267,9 +285,30 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
         logger.close()
 
     ema.copy_to(student.parameters())
+    for hook in hooks:
+        if hasattr(hook, "finish"):  # pruning: the masked channels are removed from the saved student
+            student = hook.finish(student)
     folder = save_student(student, out / "student")
     log.info("student saved to %s, samples in %s", folder, out / "samples.png")
     return folder
+
+
+def _scoring_batches(train: PairSet, targets: TargetBank | None, device: torch.device, seed: int,
+                     count: int = 4, size: int = 8) -> list[tuple[torch.Tensor, ...]]:
+    """Fixed batches the pruning hook scores heads and channels on: (content, style, AD target) of target-bank pairs
+    when there is a bank, else random training pairs; from their own generator (the run's RNG stream is untouched)."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(count):
+        if targets is not None:
+            pick = torch.randint(len(targets), (size,), generator=generator)
+            content, style, *_ = train.batch(targets.content_index[pick], targets.style_index[pick], device)
+            batches.append((content, style, targets.targets(pick, device)))
+        else:
+            content, style, *_ = train.batch(torch.randint(len(train.content.images), (size,), generator=generator),
+                                             torch.randint(len(train.style.images), (size,), generator=generator), device)
+            batches.append((content, style))
+    return batches
 
 
 def _check_objective(cfg: DistillConfig) -> None:

@@ -1,0 +1,153 @@
+"""`muon-ad bench prune`: the distilled student before vs after pruning + compaction + a recovery fine-tune.
+
+Setting. One Muon-AD student distilled with the recipe (`bench distill-convergence`'s `RECIPE`: configs/stylize-cpu's
+length; its run is reused when it is already complete), then `muon-ad prune` (`recipes.compress.prune`) at
+`keep` with the entropy criterion (attention-row entropy + gradient-sensitivity EMA) and, beside it, the L2
+magnitude criterion: torch-pruning cuts every coupled group by the same ratio, so both pruned students have the
+same widths, FLOPs and parameters; each gets the same recovery fine-tune on the run's AD-target bank.
+
+Figures (keys of shared/BENCHMARKS.md). flops_reduction and params_reduction: 1 − after/before, FLOPs counted by
+torch's FlopCounterMode for one (content, style) pass at `resolution`. latency_ratio: median after / median
+before of the runtime's one path (`run_student`, style encoded once), repeats interleaved so machine load hits
+both alike. Quality on held-out labelled pairs at the teacher's size, scored by one FID-domain network
+(`bench distill-convergence`'s `StyleReference`, which also gives the identity map's and AD's style FID):
+fid_delta (after / before − 1, style FID-domain), ssim_delta (after − before, to the contents),
+style_strength_ratio_delta (after − before), fid_delta_magnitude (the magnitude criterion's fid_delta). The fine-tune is extra training, so the unpruned
+student gets the same fine-tune too (`unpruned_finetuned`) and the deltas against it are reported beside
+(`fid_delta_vs_unpruned_finetuned`, ...): what pruning costs, without the fine-tune's own gain.
+latency_ratio_ort: null here, the ONNX export is not on this branch.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from muon_ad.bench import distill_convergence
+from muon_ad.bench.common import BenchOutput, median, require_teacher, sample_pair
+from muon_ad.data.images import save_image_atomic, to_tensor
+from muon_ad.eval import compute_fid, ssim
+from muon_ad.eval.profile import count_flops, count_parameters
+from muon_ad.eval.style_strength import style_strength_ratio
+from muon_ad.eval.stylization import stylize_pairs
+from muon_ad import DEFAULT_TEACHER
+from muon_ad.recipes.compress import prune
+from muon_ad.recipes.distill import distill
+from muon_ad.runtime import load_backend
+from muon_ad.runtime.backends import encode_style, run_student
+from muon_ad.visual import image_grid
+
+CRITERIA = ("entropy", "magnitude")
+
+
+@dataclass
+class Settings:
+    keep: float = 0.5
+    finetune_steps: int = 300
+    resolution: int = 256
+    latency_repeats: int = 15
+    grid_pairs: int = 6
+    student: distill_convergence.Settings = field(default_factory=lambda: distill_convergence.RECIPE)
+
+
+# The recipe's student; its style-strength scale is AD with Adam at 100 steps (the published 200 cost ~2x the
+# bench on a shared machine), on the recipe's 16 held-out labelled pairs.
+FULL = Settings(finetune_steps=200, student=replace(distill_convergence.RECIPE, ad_steps=100))
+QUICK = Settings(finetune_steps=4, latency_repeats=3, grid_pairs=4, student=distill_convergence.QUICK)
+
+
+def interleaved_latency(folders: dict[str, Path], resolution: int, repeats: int, device: str) -> dict[str, list[float]]:
+    """Milliseconds of one stylised frame per student, the students taking turns each repeat (one warm-up)."""
+    content, style = (to_tensor(image).unsqueeze(0) for image in sample_pair(resolution))
+    runs = {}
+    for name, folder in folders.items():
+        backend = load_backend(folder, device)
+        code = encode_style(backend, style)
+        runs[name] = (lambda b=backend, c=code: run_student(b, content, c))
+        runs[name]()
+    times: dict[str, list[float]] = {name: [] for name in folders}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+def measure(settings: Settings, out: Path, device: str) -> BenchOutput:
+    require_teacher(DEFAULT_TEACHER)
+    # Its run is OUT/base/muon, its AD-target bank OUT/ad-targets-data0.*: quick and full never share one.
+    base_cfg = distill_convergence.bench_config(settings.student, out / "base", device)
+    base = distill(base_cfg)  # resumes (and returns at once) when the run is complete
+    folders = {"before": base}
+    # keep 1: the unpruned student with the same fine-tune, so what the extra steps alone do is seen beside pruning
+    for name, criterion, keep in (*((c, c, settings.keep) for c in CRITERIA), ("unpruned_finetuned", "magnitude", 1.0)):
+        target = out / f"pruned-{name}"
+        for stale in (target, target.with_name(f"{target.name}-finetune")):
+            shutil.rmtree(stale, ignore_errors=True)  # a leftover fine-tune would be resumed, not measured
+        folders[name] = prune(base, keep, target, criterion, settings.finetune_steps)
+
+    content, style = (to_tensor(image).unsqueeze(0) for image in sample_pair(settings.resolution))
+    models = {name: load_backend(folder, device).student for name, folder in folders.items()}
+    flops = {name: count_flops(m, content.to(device), style.to(device)) for name, m in models.items()}
+    params = {name: count_parameters(m) for name, m in models.items()}
+    latency = interleaved_latency({k: folders[k] for k in ("before", *CRITERIA)}, settings.resolution,
+                                  settings.latency_repeats, device)
+
+    reference = distill_convergence.StyleReference.build(settings.student, device)
+    images, fid, similarity, strength = {}, {}, {}, {}
+    for name, folder in folders.items():
+        images[name] = stylize_pairs(load_backend(folder, device), reference.contents, reference.styles)
+        fid[name] = compute_fid(reference.styles, images[name], reference.feature)
+        similarity[name] = ssim(images[name], reference.contents)
+        strength[name] = style_strength_ratio(reference.style_fid_identity, reference.style_fid_ad, fid[name])
+
+    metrics = {
+        "flops_reduction": 1.0 - flops["entropy"] / flops["before"],
+        "params_reduction": 1.0 - params["entropy"] / params["before"],
+        "latency_ratio": median(latency["entropy"]) / median(latency["before"]),
+        "latency_ratio_ort": float("nan"),
+        "fid_delta": fid["entropy"] / fid["before"] - 1.0,
+        "ssim_delta": similarity["entropy"] - similarity["before"],
+        "style_strength_ratio_delta": strength["entropy"] - strength["before"],
+        "fid_delta_magnitude": fid["magnitude"] / fid["before"] - 1.0,
+        "fid_delta_vs_unpruned_finetuned": fid["entropy"] / fid["unpruned_finetuned"] - 1.0,
+        "fid_delta_magnitude_vs_unpruned_finetuned": fid["magnitude"] / fid["unpruned_finetuned"] - 1.0,
+        "ssim_delta_vs_unpruned_finetuned": similarity["entropy"] - similarity["unpruned_finetuned"],
+        "style_strength_ratio_delta_vs_unpruned_finetuned": strength["entropy"] - strength["unpruned_finetuned"],
+        "style_strength_ratio_delta_magnitude_vs_unpruned_finetuned":
+            strength["magnitude"] - strength["unpruned_finetuned"],
+        "flops_reduction_magnitude": 1.0 - flops["magnitude"] / flops["before"],
+        "latency_ratio_magnitude": median(latency["magnitude"]) / median(latency["before"]),
+        "ssim_delta_magnitude": similarity["magnitude"] - similarity["before"],
+        "style_strength_ratio_delta_magnitude": strength["magnitude"] - strength["before"],
+        **{f"style_fid_{name}": value for name, value in fid.items()},
+        **{f"ssim_{name}": value for name, value in similarity.items()},
+        **{f"style_strength_ratio_{name}": value for name, value in strength.items()},
+        **{f"gflops_{name}": value / 1e9 for name, value in flops.items()},
+        **{f"latency_ms_{name}": median(value) for name, value in latency.items()},
+        "style_fid_identity": reference.style_fid_identity, "style_fid_ad": reference.style_fid_ad,
+    }
+    n = min(settings.grid_pairs, len(reference.contents))
+    tiles = torch.cat([reference.contents[:n], reference.styles[:n], *(images[k][:n] for k in folders)])
+    labels = ["content"] * n + ["style"] * n + [f"{k} (FID-d {fid[k]:.1f})" for k in folders for _ in range(n)]
+    grid = save_image_atomic(image_grid(tiles, labels, ncols=n), out.with_name(f"{out.name}-samples.png"))
+    config = {"settings": {k: v for k, v in asdict(settings).items() if k != "student"},
+              "student_recipe": {k: v for k, v in asdict(settings.student).items() if k != "student"},
+              "folders": {k: str(v) for k, v in folders.items()}, "teacher": DEFAULT_TEACHER,
+              "latency_ratio_ort": "null: no ONNX export on this branch (the quantisation/export work wires it)",
+              "flops": "torch.utils.flop_counter.FlopCounterMode, one (content, style) pass at resolution",
+              "samples": str(grid)}
+    baseline = ("the same student before pruning; the L2-magnitude criterion at the same keep rate (same widths and "
+                "FLOPs) beside the entropy one")
+    return BenchOutput(config=config, metrics=metrics, baseline=baseline,
+                       repeats={f"latency_ms_{k}": v for k, v in latency.items()})
+
+
+def run(quick: bool, device: str) -> BenchOutput:
+    out = Path("bench-results") / f"prune{'-quick' if quick else ''}"
+    return measure(QUICK if quick else FULL, out, device)

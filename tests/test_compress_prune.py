@@ -1,0 +1,105 @@
+"""Pruning: masks that equal removal, physical compaction, saving without pickle, the runtime path."""
+
+import copy
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from muon_ad.compress import compact, load_pruned, plan_masks, plan_pruning, prune_student, save_pruned
+from muon_ad.compress.prune import importance_for
+from muon_ad.errors import UserError
+from muon_ad.eval.profile import count_flops
+from muon_ad.models.student import Student, StudentConfig
+from muon_ad.runtime.backends import encode_style, load_backend, run_student
+
+CFG = StudentConfig(base_channels=16, stem_stride=2, heads=2, style_channels=(8, 16), style_dim=16, style_grid=2,
+                    style_size=16, norm_groups=4)
+
+
+@pytest.fixture(scope="module")
+def student():
+    torch.manual_seed(0)
+    s = Student(CFG).eval()
+    torch.nn.init.normal_(s.head[2].weight, std=0.05)  # an untrained head is zero: the output would not see pruning
+    return s
+
+
+def batches(n=2):
+    g = torch.Generator().manual_seed(1)
+    return [(torch.rand(2, 3, 24, 24, generator=g) * 2 - 1, torch.rand(2, 3, 16, 16, generator=g) * 2 - 1)
+            for _ in range(n)]
+
+
+@pytest.mark.parametrize("criterion", ["entropy", "magnitude"])
+def test_compacted_student_equals_the_masked_one_and_is_smaller(student, criterion):
+    plan = plan_pruning(student, 0.5, criterion, importance_for(student, criterion, batches()))
+    masked = copy.deepcopy(student)
+    plan_masks(student, plan).apply(masked)
+    small = compact(student, plan)
+    content, style = batches(1)[0]
+    with torch.no_grad():
+        want, got, full = masked(content, style), small(content, style), student(content, style)
+    assert (want - got).abs().max() <= 1e-5
+    assert (full - got).abs().max() > 1e-3  # the masks did remove something the output depended on
+    params = lambda m: sum(p.numel() for p in m.parameters())
+    assert params(small) < 0.4 * params(student)
+    assert count_flops(small, content, style) < 0.4 * count_flops(student, content, style)
+    heads = [w["heads"] for name, w in small.widths.items() if "heads" in w]
+    assert heads and all(h == 1 for h in heads)  # 2 heads per layer, half kept
+    gn = [w["channels"] for name, w in small.widths.items() if name.endswith("norm2")]
+    assert all(c % CFG.norm_groups == 0 and c < 64 for c in gn), gn  # GroupNorm groups kept whole, every level cut
+
+
+def test_criteria_rank_differently_at_equal_widths(student):
+    plans = {c: plan_pruning(student, 0.5, c, importance_for(student, c, batches())) for c in ("entropy", "magnitude")}
+    widths = {c: compact(student, p).widths for c, p in plans.items()}
+    assert widths["entropy"] == widths["magnitude"]  # same FLOPs by construction
+    assert plans["entropy"] != plans["magnitude"]
+
+
+def test_saved_compacted_student_loads_without_pickle_and_runs_at_odd_sizes(student, tmp_path):
+    small = prune_student(student, 0.5, batches(), "entropy")
+    folder = save_pruned(small, tmp_path / "pruned")
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["checksums.json", "config.json", "model.safetensors", "widths.json"]
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:  # plain tensors, the compacted shapes
+        assert f.get_tensor("stem.1.weight").shape[0] == small.stem[1].out_channels < CFG.base_channels
+    loaded = load_pruned(folder)
+    content, style = batches(1)[0]
+    with torch.no_grad():
+        assert torch.equal(loaded(content, style), small(content, style))
+    backend = load_backend(folder)  # what stylize --student, stream and the benchmarks use
+    code = encode_style(backend, style[:1])
+    odd = torch.rand(1, 3, 37, 29) * 2 - 1
+    out = run_student(backend, odd, code)
+    assert out.shape == (1, 3, 37, 29) and torch.isfinite(out).all()
+    with torch.no_grad():
+        assert torch.allclose(out, small(odd, style[:1]).clamp(-1, 1), atol=1e-5)
+
+
+def test_bad_keep_rates_and_tampered_widths_are_one_line_errors(student, tmp_path):
+    for keep in (0.0, 1.5, -0.2):
+        with pytest.raises(UserError, match="keep rate"):
+            prune_student(student, keep, batches(), "magnitude")
+    with pytest.raises(UserError, match="criterion"):
+        prune_student(student, 0.5, batches(), "random")
+    folder = save_pruned(prune_student(student, 0.5, None, "magnitude"), tmp_path / "p")
+    (folder / "widths.json").write_text("{}")
+    with pytest.raises(UserError, match="corrupt"):
+        load_pruned(folder)
+
+
+def test_prune_command_writes_a_compacted_student_the_runtime_loads(student, tmp_path, monkeypatch, capsys):
+    from muon_ad import cli
+    from muon_ad.models.student import save_student
+
+    source = save_student(student, tmp_path / "run" / "student")
+    monkeypatch.setattr("sys.argv", ["muon-ad", "prune", str(source), "--keep", "0.6", "--out", str(tmp_path / "p")])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 0 and "pruned student:" in capsys.readouterr().out
+    small = load_backend(tmp_path / "p")
+    assert small.student.widths is not None
+    assert small.student.stem[1].out_channels < CFG.base_channels
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p", "run"]  # no fine-tune run folder without --finetune-steps
