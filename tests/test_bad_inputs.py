@@ -110,6 +110,10 @@ CASES = [
     (["demo", "--out", "/proc/report"], "cannot write in /proc"),
     (["demo", "--out", "{tmp}/file/report"], "is a file, not a folder"),
     (["demo", "--fast"], "No such option: --fast"),
+    # ui
+    (["ui", "--port", "0"], "--port must be a finite number in [1, 65535], got 0"),
+    (["ui", "--port", "70000"], "--port must be"),
+    (["ui", "--device", "tpu"], "--device must be one of cpu, cuda"),
 ]
 
 

@@ -198,8 +198,8 @@ def _stylize_with_student(folder: Path, content: Path, style: Path, size: Option
     """The student's path: content + style → stylised image in one forward pass (content keeps its aspect)."""
     import time
 
-    from muon_ad.data.images import load_rgb, save_image_atomic, to_tensor
-    from muon_ad.runtime import encode_style, load_backend, run_student
+    from muon_ad.data.images import load_rgb, save_image_atomic
+    from muon_ad.runtime import load_backend, stylize_image
 
     _png(out)
     backend = load_backend(folder)
@@ -207,12 +207,10 @@ def _stylize_with_student(folder: Path, content: Path, style: Path, size: Option
     if size is not None:
         aspect = max(content_image.size) / min(content_image.size)
         checks.fits_memory(f"--size {size}", STUDENT_BYTES_PER_PIXEL * size * size * aspect)
-        scale = size / min(content_image.size)
-        content_image = content_image.resize((round(content_image.width * scale), round(content_image.height * scale)))
     start = time.perf_counter()
-    image = run_student(backend, to_tensor(content_image), encode_style(backend, to_tensor(style_image)))
+    image = stylize_image(backend, content_image, style_image, size)
     seconds = time.perf_counter() - start
-    save_image_atomic(image[0], out)
+    save_image_atomic(image, out)
     typer.echo(f"wrote {out} (student, {seconds * 1000:.0f} ms)")
 
 
@@ -362,6 +360,29 @@ def demo_command(
     checks.writable_output("--out", out)
     index = run_demo(out, quick=quick)
     typer.echo(f"report: {index} (and {index.parent / 'report.md'})")
+
+
+@app.command("ui")
+def ui_command(
+    teacher: str = typer.Option(DEFAULT_TEACHER, help="Diffusers SD-layout folder for AD and text to image (changeable on the page)."),
+    student: Optional[str] = typer.Option(None, help="Student folder or exported .onnx (changeable on the page); "
+                                          "default: the one `muon-ad distill` saves (runs/stylize-cpu/student)."),
+    port: int = typer.Option(7860, help="Port of the web page: http://127.0.0.1:PORT"),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: reachable from other machines)."),
+    share: bool = typer.Option(False, "--share/--no-share", help="Also open a public gradio.live link (needs the internet)."),
+    device: str = typer.Option("cpu", help="cpu or cuda: where the models run."),
+) -> None:
+    """The web UI (Gradio, the optional `ui` extra): style transfer, textures, text to image, webcam/video."""
+    import importlib.util
+
+    checks.within("--port", port, 1, 65535)
+    checks.device("--device", device)
+    if importlib.util.find_spec("gradio") is None:
+        raise UserError("the web UI needs gradio: pip install -e '.[ui]'")
+    from muon_ad.ui import launch
+
+    typer.echo(f"muon-ad ui: open http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port} (Ctrl-C stops it)")
+    launch(teacher, student, device, host, port, share)
 
 
 def main() -> None:
