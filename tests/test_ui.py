@@ -1,6 +1,7 @@
 """The web UI, served for real on a tiny teacher and student built here: its API through `gradio_client`
-(every tab's handler, live progress, one-line errors), and one stylisation clicked through in headless
-Chromium (Debian's package; skipped, saying so, only where it is not installed).
+(every tab's handler, live progress, one-line errors), and in headless Chromium (Debian's package; skipped,
+saying so, only where it is not installed): one stylisation clicked through, its screenshot checked against the
+library's result, and Chromium's fake camera streamed through the student on the webcam tab.
 
 Set UI_SCREENSHOT=path.png to keep the browser test's screenshot.
 """
@@ -155,56 +156,86 @@ def _screen_pixels(png: bytes, box: dict, scale: float, size: tuple[int, int]) -
     return np.asarray(shot.crop(edges).resize(size, Image.BOX)).astype(int)
 
 
-def test_browser_runs_one_stylisation(served):
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium driven by selenium, with Chromium's fake camera (a moving test pattern) as the webcam."""
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if chromium is None or driver_path is None:
         pytest.skip("headless browser test: Debian's chromium and chromium-driver are not installed "
                     "(apt-get install chromium chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1300",
+                     "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_browser_runs_one_stylisation(served, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     url, root = served
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1300"):
-        options.add_argument(argument)
-    browser = webdriver.Chrome(service=Service(driver_path), options=options)
-    try:
-        wait = WebDriverWait(browser, 60)
-        browser.get(url)
-        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#content input[type=file]"))
-        scale = browser.execute_script("return window.devicePixelRatio")
-        placeholder = browser.find_element(By.ID, "stylized").rect  # the empty result box, before the run
-        before = browser.get_screenshot_as_png()
-        browser.find_element(By.CSS_SELECTOR, "#content input[type=file]").send_keys(str(root / "content.png"))
-        browser.find_element(By.CSS_SELECTOR, "#style input[type=file]").send_keys(str(root / "style.png"))
-        steps = browser.find_element(By.CSS_SELECTOR, "#stylize-steps input[type=number]")
-        steps.send_keys(Keys.CONTROL, "a")
-        steps.send_keys("4", Keys.TAB)
-        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#content img, #style img")) == 2)
-        browser.find_element(By.ID, "stylize-run").click()
-        wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#stylize-status textarea").get_attribute("value")
-                   .startswith("done"))
-        image = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#stylized img"))
-        wait.until(lambda b: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image))
-        time.sleep(0.5)  # let the loss plot finish drawing before the screenshot
-        png = browser.get_screenshot_as_png()
-        if os.environ.get("UI_SCREENSHOT"):
-            with open(os.environ["UI_SCREENSHOT"], "wb") as f:
-                f.write(png)
-        status = browser.find_element(By.CSS_SELECTOR, "#stylize-status textarea").get_attribute("value")
-        assert status.startswith("done: 4 steps"), status
-        expected = _direct_ad(root)
-        with urllib.request.urlopen(image.get_attribute("src"), timeout=30) as response:
-            shown = np.asarray(Image.open(BytesIO(response.read())).convert("RGB")).astype(int)
-        assert np.abs(shown - expected).max() <= 1  # the page was sent the library's result
-        box = browser.execute_script(DRAWN_BOX, image)
-        on_screen = _screen_pixels(png, box, scale, (32, 32))  # and the screenshot shows it, where the page drew it
-        empty = _screen_pixels(before, {k: placeholder[k] for k in ("x", "y", "width", "height")}, scale, (32, 32))
-        assert np.abs(on_screen - expected).mean() < 12, np.abs(on_screen - expected).mean()
-        assert np.abs(empty - expected).mean() > 30  # the check can fail: the empty box is far from the result
-    finally:
-        browser.quit()
+    wait = WebDriverWait(browser, 120)  # generous: CI machines may be shared
+    browser.get(url)
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#content input[type=file]"))
+    scale = browser.execute_script("return window.devicePixelRatio")
+    placeholder = browser.find_element(By.ID, "stylized").rect  # the empty result box, before the run
+    before = browser.get_screenshot_as_png()
+    browser.find_element(By.CSS_SELECTOR, "#content input[type=file]").send_keys(str(root / "content.png"))
+    browser.find_element(By.CSS_SELECTOR, "#style input[type=file]").send_keys(str(root / "style.png"))
+    steps = browser.find_element(By.CSS_SELECTOR, "#stylize-steps input[type=number]")
+    steps.send_keys(Keys.CONTROL, "a")
+    steps.send_keys("4", Keys.TAB)
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#content img, #style img")) == 2)
+    browser.find_element(By.ID, "stylize-run").click()
+    wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#stylize-status textarea").get_attribute("value")
+               .startswith("done"))
+    image = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#stylized img"))
+    wait.until(lambda b: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image))
+    time.sleep(0.5)  # let the loss plot finish drawing before the screenshot
+    png = browser.get_screenshot_as_png()
+    if os.environ.get("UI_SCREENSHOT"):
+        with open(os.environ["UI_SCREENSHOT"], "wb") as f:
+            f.write(png)
+    status = browser.find_element(By.CSS_SELECTOR, "#stylize-status textarea").get_attribute("value")
+    assert status.startswith("done: 4 steps"), status
+    expected = _direct_ad(root)
+    with urllib.request.urlopen(image.get_attribute("src"), timeout=30) as response:
+        shown = np.asarray(Image.open(BytesIO(response.read())).convert("RGB")).astype(int)
+    assert np.abs(shown - expected).max() <= 1  # the page was sent the library's result
+    box = browser.execute_script(DRAWN_BOX, image)
+    on_screen = _screen_pixels(png, box, scale, (32, 32))  # and the screenshot shows it, where the page drew it
+    empty = _screen_pixels(before, {k: placeholder[k] for k in ("x", "y", "width", "height")}, scale, (32, 32))
+    assert np.abs(on_screen - expected).mean() < 12, np.abs(on_screen - expected).mean()
+    assert np.abs(empty - expected).mean() > 30  # the check can fail: the empty box is far from the result
+
+
+def test_browser_streams_the_webcam_through_the_student(served, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, root = served
+    wait = WebDriverWait(browser, 120)  # generous: CI machines may be shared
+    browser.get(url)
+    tab = wait.until(lambda b: [t for t in b.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Webcam" in t.text])
+    tab[0].click()
+    wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#stream-style input[type=file]")).send_keys(
+        str(root / "style.png"))
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#stream-style img"))
+    buttons = lambda label: [x for x in browser.find_elements(By.CSS_SELECTOR, "#webcam button") if label in x.text]
+    wait.until(lambda b: buttons("Webcam"))[0].click()  # "Click to Access Webcam": Chromium's fake camera
+    wait.until(lambda b: buttons("Record"))[0].click()  # start streaming frames to the student
+    wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#webcam-status textarea").get_attribute("value")
+               .endswith("ms per frame"))
+    frame = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#webcam-out img"))
+    width = wait.until(lambda b: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", frame))
+    assert width == 256  # frames are centre-cropped to the slider's 256 px before the student
+    wait.until(lambda b: buttons("Stop"))[0].click()
+    time.sleep(1)  # the frame in flight finishes before the server closes (torch mid-call at exit aborts)

@@ -141,9 +141,9 @@ def build_app(teacher_dir: str = DEFAULT_TEACHER, student_dir: str | None = None
                 frame_size = gr.Slider(0, 1024, 256, step=8, label="Frame short side px, centre crop (0: as given)")
             gr.Examples([[examples["stripes"]], [examples["dots"]]], [stream_style], label="Built-in styles")
             with gr.Row():
-                webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
-                webcam_out = gr.Image(type="numpy", label="Stylised", interactive=False)
-            webcam_status = gr.Textbox(label="Speed", interactive=False)
+                webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam", elem_id="webcam")
+                webcam_out = gr.Image(type="numpy", label="Stylised", interactive=False, elem_id="webcam-out")
+            webcam_status = gr.Textbox(label="Speed", interactive=False, elem_id="webcam-status")
             stylizer_state = gr.State(None)
             webcam.stream(partial(webcam_task, device=device), [webcam, stream_style, student_box, frame_size,
                                                                   stylizer_state],
