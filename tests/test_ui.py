@@ -9,6 +9,7 @@ Set UI_SCREENSHOT=path.png to keep the browser test's screenshot.
 import os
 import shutil
 import socket
+import threading
 import time
 import urllib.request
 from io import BytesIO
@@ -28,7 +29,9 @@ from tiny import TINY_TEACHER
 import gradio_client
 from gradio_client import Client, handle_file
 
+from muon_ad.errors import UserError
 from muon_ad.ui import launch
+from muon_ad.ui.live import Cancelled, Done, run_live
 from muon_ad.ui.tasks import webcam_task
 
 STUDENT = StudentConfig(base_channels=8, channel_mult=(1, 2), attention_levels=1, heads=2, style_channels=(8, 8),
@@ -141,6 +144,30 @@ def test_api_errors_are_one_line(served, client):
                        str(root / "teacher"), str(root / "student"), api_name="/stylize")
     with pytest.raises(gradio_client.exceptions.AppError, match=r"^not a student folder"):
         client.predict(*_stylize_args(root, STUDENT_METHOD)[:-1], str(root / "nope"), api_name="/stylize")
+
+
+def test_run_live_reports_in_order_raises_in_the_caller_and_stops_when_abandoned():
+    events = list(run_live(lambda report: [report(i) for i in range(5)] and "result", interval=0.01))
+    assert [i for batch in events[:-1] for i in batch] == [0, 1, 2, 3, 4] and events[-1] == Done("result")
+
+    def failing(report):
+        raise UserError("one line")
+    with pytest.raises(UserError, match="one line"):
+        list(run_live(failing))
+
+    stopped = threading.Event()
+
+    def endless(report):
+        try:
+            while True:
+                report("step")
+                time.sleep(0.01)
+        except Cancelled:
+            stopped.set()
+    live = run_live(endless, interval=0.01)
+    next(live)
+    live.close()  # what Gradio does when the page goes away
+    assert stopped.wait(5)  # the worker stopped at its next report
 
 
 # Where the page draws an <img>'s pixels (it is letterboxed in its box, object-fit: contain), in CSS px.
