@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from muon_ad import cli
 
@@ -18,9 +19,11 @@ TEACHER = [f"{CONFIGS / 'teacher-tiny.yaml'}"]
 DISTILL = [f"{CONFIGS / 'stylize-cpu.yaml'}", "train.teacher={tmp}/no-teacher", "train.out_dir={tmp}/run"]
 SYNTH = ["--teacher", "{tmp}/no-teacher", "--out", "{tmp}/x.png"]
 STYLIZE = ["stylize", "-c", "{tmp}/no-content.png", "-s", "{tmp}/no-style.png"]
+STUDENT_STYLIZE = ["stylize", "-c", "{tmp}/style.png", "-s", "{tmp}/style.png"]
 TEXTURE = ["texture", "-e", "{tmp}/no-exemplar.png"]
 STREAM = ["stream", "--style", "{tmp}/no-style.png", "--student", "{tmp}/no-student"]
 SAMPLE = ["sample", "-p", "red stripes"]
+T2I = [f"{CONFIGS / 't2i-tiny.yaml'}", "train.teacher={tmp}/no-teacher", "train.out_dir={tmp}/run"]
 HUGE = "more than this machine's"
 
 CASES = [
@@ -62,8 +65,10 @@ CASES = [
     ([*STYLIZE, "--size", "100000", *SYNTH], HUGE),
     ([*STYLIZE, "--teacher", "{tmp}/t", "--out", "{tmp}/file/x.png"], "is a file, not a folder"),
     ([*STYLIZE, "--teacher", "{tmp}/t", "--out", "/proc/x.png"], "cannot write in /proc"),
-    ([*STYLIZE, "--student", "{tmp}/bad-student", "--out", "{tmp}/x.png"], "must be one of 'cross_attention', 'adain'"),
-    ([*STYLIZE, "--student", "{tmp}/huge-student", "--out", "{tmp}/x.png"], HUGE),
+    # the input files are checked before a model loads: these give readable ones, to reach the student's config
+    ([*STUDENT_STYLIZE, "--student", "{tmp}/bad-student", "--out", "{tmp}/x.png"], "must be one of 'cross_attention', 'adain'"),
+    ([*STUDENT_STYLIZE, "--student", "{tmp}/huge-student", "--out", "{tmp}/x.png"], HUGE),
+    ([*STYLIZE, "--student", "{tmp}/bad-student", "--out", "{tmp}/x.png"], "no-content.png: unreadable image (no such file)"),
     (["stylize", "-c", "{tmp}/no-content.png"], "Missing option '--style'"),
     # texture
     ([*TEXTURE, "--lr", "-1", *SYNTH], "--lr must be a finite number > 0, got -1"),
@@ -86,6 +91,15 @@ CASES = [
     (["distill", *DISTILL, "data.val_pairs=0"], "data.val_pairs must be"),
     (["distill", *DISTILL, "distill.t_max=50"], "distill.t_min/t_max must satisfy 0 <= t_min < t_max, got 100, 50"),
     (["distill", *DISTILL, "train.out_dir=/proc/run"], "cannot write in /proc"),
+    # distill-t2i
+    (["distill-t2i", *T2I, "student.variant=huge"], "student.variant must be one of base, small, tiny, got 'huge'"),
+    (["distill-t2i", *T2I, "data.source=web"], "data.source must be one of builtin, folder"),
+    (["distill-t2i", *T2I, "data.source=folder"], "data.source=folder needs data.path"),
+    (["distill-t2i", *T2I, "schedule.batch_size=0"], "schedule.batch_size must be"),
+    (["distill-t2i", *T2I, "consistency.sample_steps=9"], "consistency.sample_steps must be a finite number in [1, 8]"),
+    (["distill-t2i", *T2I, "train.out_dir=/proc/run"], "cannot write in /proc"),
+    (["distill-t2i", *T2I], "no-teacher"),
+    (["distill-t2i", *T2I, "train.teacher={tmp}"], "is not a diffusers SD folder: missing unet/"),
     # bench
     (["bench", "muon-step", "--device", "tpu"], "--device must be one of cpu, cuda, got 'tpu'"),
     (["bench", "muon-step", "--device", "cuda:99"], "--device=cuda:99"),
@@ -105,7 +119,8 @@ CASES = [
     ([*STREAM, "--skip-threshold", "nan"], "--skip-threshold must be"),
     ([*STREAM, "--device", "tpu"], "--device must be one of cpu, cuda"),
     ([*STREAM, "--out", "/proc/frames"], "cannot write in /proc"),
-    (["stream", "--student", "{tmp}/bad-student", "--style", "{tmp}/no-style.png"], "must be one of 'cross_attention'"),
+    (["stream", "--student", "{tmp}/bad-student", "--style", "{tmp}/style.png"], "must be one of 'cross_attention'"),
+    (["stream", "--student", "{tmp}/bad-student", "--style", "{tmp}/no-style.png"], "no-style.png: unreadable image"),
     # demo
     (["demo", "--out", "/proc/report"], "cannot write in /proc"),
     (["demo", "--out", "{tmp}/file/report"], "is a file, not a folder"),
@@ -124,6 +139,7 @@ def folder(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bad")
     (tmp / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
     (tmp / "file").write_text("a regular file")
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp / "style.png")
     for name, config in (("bad-student", {"style_injection": "film"}), ("huge-student", {"base_channels": 20000})):
         (tmp / name).mkdir()
         (tmp / name / "config.json").write_text(json.dumps(config))

@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from muon_ad.data.coco_stuff import COCOStuff, decode_segmentation, rle_counts
-from muon_ad.data.folders import ImageFolder, StyleFolder, TextureFolder
+from muon_ad.data.folders import ImageFolder, StyleFolder, TextureFolder, collate_usable
 from muon_ad.data.images import BadImageError, SkipSummary, load_rgb, save_image_atomic, to_pil, to_tensor
 from muon_ad.errors import UserError
 
@@ -134,9 +134,11 @@ def test_image_folder_skips_bad_files_and_matches_captions(tmp_path):
     (tmp_path / "caps.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     ds = ImageFolder(tmp_path / "imgs", size=24, captions=tmp_path / "caps.jsonl")
     assert len(ds) == 9  # every image file, bad ones included: they are found when read
-    items = [ds[i] for i in range(len(ds))]  # never raises
+    read = [ds[i] for i in range(len(ds))]  # never raises
     bad = {files[k] for k in ("truncated", "corrupt", "tiny")}
-    assert all(os.path.basename(it["path"]) not in bad for it in items)
+    assert {os.path.basename(ds.paths[i]) for i, it in enumerate(read) if it is None} == bad  # exactly these skipped ...
+    items = [it for it in read if it is not None]
+    assert len({it["path"] for it in items}) == len(items) == 6  # ... and none is replaced by a repeat of another
     assert all(it["image"].shape == (3, 24, 24) and it["label"] == -1 for it in items)
     caption = {os.path.relpath(it["path"], tmp_path / "imgs"): it["caption"] for it in items}
     assert caption["sub/b.jpg"] == "by relative path" and caption["gray.png"] == "by name" and caption["a.png"] == ""
@@ -149,9 +151,19 @@ def test_image_folder_csv_captions_and_workers_share_the_summary(tmp_path):
     write_zoo(tmp_path / "imgs")
     (tmp_path / "caps.csv").write_text('file,caption\na.png,"red, flat"\n')
     ds = ImageFolder(tmp_path / "imgs", size=16, captions=tmp_path / "caps.csv")
-    batches = list(DataLoader(ds, batch_size=3, num_workers=1))  # the worker is another process
-    assert sum(len(b["caption"]) for b in batches) == len(ds) and "red, flat" in batches[0]["caption"]
+    batches = list(DataLoader(ds, batch_size=3, num_workers=1, collate_fn=collate_usable))  # the worker: another process
+    paths = [p for b in batches if b is not None for p in b["path"]]
+    assert len(paths) == len(set(paths)) == len(ds) - 3 and "red, flat" in batches[0]["caption"]  # no duplicates
     assert sum(ds.summary.skipped.values()) == 3
+    assert "skipped 3 (1 unreadable, 1 truncated, 1 too small)" in ds.report()
+
+
+def test_image_folder_counts_captions_naming_no_file(tmp_path, caplog):
+    write_zoo(tmp_path / "imgs")
+    (tmp_path / "caps.jsonl").write_text('{"file": "a.png", "caption": "x"}\n{"file": "gone.png", "caption": "y"}\n')
+    ds = ImageFolder(tmp_path / "imgs", size=16, captions=tmp_path / "caps.jsonl")
+    assert ds.orphan_captions == ["gone.png"]
+    assert "1 caption(s) name no file" in caplog.text and "gone.png" in caplog.text
 
 
 def test_folder_errors_are_one_line_user_errors(tmp_path):
@@ -178,7 +190,7 @@ def test_texture_folder(tmp_path, dtd_layout):
     (base / "empty_class").mkdir()
     ds = TextureFolder(root, size=16)
     assert ds.class_names == ["banded", "striped"]
-    items = [ds[i] for i in range(len(ds))]
+    items = [it for i in range(len(ds)) if (it := ds[i]) is not None]
     assert [it["label"] for it in items][:2] == [0, 1]
     assert all(it["caption"] == ds.class_names[it["label"]] for it in items)
     assert sum(ds.summary.skipped.values()) == 3
@@ -191,7 +203,7 @@ def test_style_folder(tmp_path):
     (tmp_path / "Impressionism" / "broken_file.jpg").write_bytes(b"junk")
     ds = StyleFolder(tmp_path, size=16)
     assert ds.class_names == ["Abstract_Expressionism", "Impressionism"]
-    items = [ds[i] for i in range(len(ds))]
+    items = [it for i in range(len(ds)) if (it := ds[i]) is not None]
     assert items[0]["caption"] == "a painting in the style of abstract expressionism" and items[0]["label"] == 0
     monet = next(it for it in items if "monet" in it["path"])
     assert monet["caption"] == "a painting in the style of impressionism by claude monet" and monet["label"] == 1
@@ -253,7 +265,7 @@ def test_coco_stuff_png_maps_and_captions(tmp_path):
 
     ds = COCOStuff(tmp_path, "val2017", size=16)
     assert [ds[i]["caption"] for i in range(2)] == ["A red wall.", ""]
-    assert ds[2]["path"].endswith("000000000001.jpg") and sum(ds.summary.skipped.values()) == 1
+    assert ds[2] is None and sum(ds.summary.skipped.values()) == 1  # the broken file is skipped, not filled in
 
     ds = COCOStuff(tmp_path, "val2017", size=16, with_masks=True)
     item = ds[0]

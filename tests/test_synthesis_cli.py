@@ -42,7 +42,8 @@ def test_stylize_writes_png_and_loss_curve(files):
     result = run("stylize", "--content", files / "content.png", "--style", files / "style.jpg", "--steps", 3,
                  "--teacher", files / "teacher", "--out", out)
     assert result.exit_code == 0, result.output
-    assert Image.open(out).size == (32, 32)
+    assert Image.open(out).size == (40, 40)  # the content's own size: it is under the working size's cap
+    assert "working size 40x40 px (content 40x40" in result.output
     rows = curve_rows(out)
     assert [int(r["step"]) for r in rows] == [0, 1, 2] and all(float(r["loss"]) >= 0 for r in rows)
     assert Image.open(out.with_suffix(".loss.png")).size[0] > 100
@@ -92,3 +93,12 @@ def test_bad_options_are_one_line_errors(files):
     for args, match in cases:
         result = run(*args)
         assert isinstance(result.exception, UserError) and match in str(result.exception), (args, result.output)
+
+
+def test_sample_at_a_chosen_size(files):
+    out = files / "sized.png"
+    result = run("sample", "--prompt", "a cat", "--steps", 2, "--size", 16, "--teacher", files / "teacher", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (16, 16) and "sampling at 16x16 px" in result.output
+    result = run("sample", "--prompt", "a cat", "--size", 18, "--teacher", files / "teacher", "--out", out)
+    assert "nearest valid: --size 16" in str(result.exception)  # multiples of 4 for this teacher

@@ -35,3 +35,29 @@ def test_a_due_checkpoint_is_saved_without_stopping():
     with GracefulStop() as stop:
         stop.at_boundary(4, due=True, save=lambda: saved.append(4))
     assert saved == [4]
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_in_a_log():
+    import io
+
+    from tqdm import tqdm
+
+    from muon_ad.training.loop import LineProgress, progress_bar
+
+    log = io.StringIO()  # not a terminal
+    bar = progress_bar(200, 0, "AD", stream=log)
+    assert isinstance(bar, LineProgress)
+    for step in range(200):
+        bar.set_postfix(loss=f"{1 / (step + 1):.3f}")
+        bar.update()
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 10 and "\r" not in log.getvalue()  # every 20th step, no carriage-return redraws
+    assert lines[0].startswith("AD: 20/200 (") and lines[-1].startswith("AD: 200/200") and "loss=0.005" in lines[-1]
+    assert list(progress_bar(desc="bank", iterable=range(5), stream=log)) == list(range(5))
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert isinstance(progress_bar(10, 0, "x", stream=Terminal()), tqdm)

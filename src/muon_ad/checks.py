@@ -6,6 +6,7 @@ folders all go through) and savers call these, so a bad value is refused the sam
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from muon_ad.errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 def within(name: str, value: int | float, low: float = -math.inf, high: float = math.inf, above: bool = False) -> None:
@@ -79,3 +82,62 @@ def finite_tensors(what: str, tensors: Mapping[str, Any]) -> None:
         if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
             raise UserError(f"refusing to save {what}: '{key}' holds NaN or infinite values "
                             "(training diverged: lower the learning rate)")
+
+
+def image_file(name: str, path: str | os.PathLike, min_size: int = 16) -> tuple[int, int]:
+    """`path` is an image file PIL can read, at least `min_size` px on its short side: its (width, height) from the
+    header, without decoding it or importing torch, so a wrong path is answered before any model loads. (A file
+    broken past its header still fails later, in one line, when it is decoded.) The reasons are those a dataset
+    counts (`data.images.SKIP_REASONS`)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{name} {path}: unreadable image (no such file)")
+    try:
+        with Image.open(path) as img:
+            size = img.size
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise UserError(f"{name} {path}: unreadable image ({type(error).__name__})") from None
+    if min(size) < min_size:
+        raise UserError(f"{name} {path}: too small image ({size[0]}x{size[1]} < {min_size} px)")
+    return size
+
+
+def fit_size(width: int, height: int, short_side: int, multiple: int) -> tuple[int, int]:
+    """(width, height) scaled to `short_side` on the short side, each rounded to the nearest `multiple`."""
+    scale = short_side / min(width, height)
+    return tuple(max(multiple, round(side * scale / multiple) * multiple) for side in (width, height))
+
+
+def multiple_of(name: str, values: Iterable[int], multiple: int) -> None:
+    """Each of `values` is a positive multiple of `multiple`; the error names the nearest valid values."""
+    values = tuple(values)
+    if any(v <= 0 or v % multiple for v in values):
+        nearest = " ".join(str(max(multiple, round(v / multiple) * multiple)) for v in values)
+        raise UserError(f"{name} {' '.join(map(str, values))}: sides must be multiples of {multiple} for this model; "
+                        f"nearest valid: {name} {nearest}")
+
+
+def image_folder(name: str, folder: str | os.PathLike, at_least: int = 1) -> tuple[list[Path], int]:
+    """(The image files of `folder`, sorted by name, whose header PIL can read; how many image files it holds): the
+    unreadable ones are counted in one line
+    (their pixel data is checked when they are decoded). Fewer than `at_least` readable is a one-line error. Cheap
+    (headers only, no torch), so a wrong folder is answered before a feature network trains."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{name} {folder}: folder not found")
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
+    usable, bad = [], []
+    for file in files:
+        try:
+            image_file(name, file)
+            usable.append(file)
+        except UserError:
+            bad.append(file.name)
+    if bad:
+        logging.getLogger("muon_ad").warning("%s %s: %d of %d image files readable, skipping %d (first: %s)", name,
+                                             folder, len(usable), len(files), len(bad), bad[0])
+    if len(usable) < at_least:
+        raise UserError(f"{name} {folder}: {len(usable)} readable image files, at least {at_least} needed")
+    return usable, len(files)

@@ -15,7 +15,7 @@ from typing import Optional
 import typer
 from typer.exceptions import TyperException
 
-from muon_ad import DEFAULT_GUIDANCE_SCALE, DEFAULT_TEACHER, checks
+from muon_ad import DEFAULT_GUIDANCE_SCALE, DEFAULT_STUDENT, DEFAULT_TEACHER, checks, default_path, missing_hint
 from muon_ad.bench import BENCHMARKS
 from muon_ad.errors import UserError
 
@@ -30,7 +30,21 @@ app = typer.Typer(
 AD_OPTIMIZERS = ("adam", "muon")  # muon_ad.synthesis.OPTIMIZERS, named here so --help need not import torch
 # The student's activations at one pixel of its input, with headroom: about 80 floats at base 32, stem stride 4.
 STUDENT_BYTES_PER_PIXEL = 200
+# AD's working short side when none is given: the content's own, capped at the teacher's training size or this,
+# whichever is larger. At the built-in teacher's 48 px a photo's content is gone; at 128 px it stays recognisable
+# and 200 steps take about 30 s on one thread (measured: see the README). SD-1.5 (512 px) keeps its 512.
+AD_WORKING_SIDE = 128
+# The student's frame size in `stream` when none is given: real time on a laptop CPU (`bench realtime` measures it).
+STREAM_SIZE = 256
+TeacherOption = typer.Option(None, help="Diffusers SD-layout folder (SD-1.5 or the built-in tiny teacher; default: "
+                             f"{DEFAULT_TEACHER}, in this folder or ${{MUON_AD_HOME}}, see the README).", show_default=False)
 Overrides = typer.Argument(None, help="Dotted overrides of config keys, e.g. train.unet_steps=2000", show_default=False)
+
+
+def _config_file(config: Path) -> None:
+    """A missing recipe is answered before its dataclasses (and torch) are imported; the rest is `load_config`'s."""
+    if not config.is_file():
+        raise UserError(f"config file not found: {config}")
 
 
 @app.command("train-teacher")
@@ -39,6 +53,7 @@ def train_teacher_command(
     overrides: Optional[list[str]] = Overrides,
 ) -> None:
     """Train the built-in tiny teacher LDM on procedural data (resumes from its last checkpoint)."""
+    _config_file(config)
     from muon_ad.config import load_config
     from muon_ad.recipes.train_teacher import TrainTeacherConfig, train_teacher
 
@@ -52,32 +67,48 @@ def train_teacher_command(
 @app.command("sample")
 def sample_command(
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="Text prompt; repeat for several images."),
-    teacher: str = typer.Option(DEFAULT_TEACHER, help="Diffusers SD-layout folder (SD-1.5 or the built-in tiny teacher)."),
-    steps: int = typer.Option(30, help="DDIM steps."),
-    guidance: float = typer.Option(DEFAULT_GUIDANCE_SCALE, help="Classifier-free guidance scale."),
+    teacher: Optional[str] = TeacherOption,
+    steps: Optional[int] = typer.Option(None, help="Sampling steps (default: the folder's; 30 DDIM steps for a teacher, "
+                                        "its few LCM steps for a `distill-t2i` student)."),
+    guidance: Optional[float] = typer.Option(None, help=f"Classifier-free guidance scale (default: the folder's; "
+                                             f"{DEFAULT_GUIDANCE_SCALE} for a teacher, 1 = none for a few-step student)."),
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("samples.png"), help="Output PNG (a labelled grid when there are several prompts)."),
     style: Optional[Path] = typer.Option(None, help="Style image: AD-guided sampling (AD optimiser steps on the latent after each DDIM step)."),
     optimizer: str = typer.Option("adam", help="AD optimiser with --style: adam or muon."),
     ad_iters: int = typer.Option(3, help="AD optimiser steps after each DDIM step (with --style)."),
+    size: Optional[int] = typer.Option(None, help="Image height and width in pixels, a multiple of the teacher's "
+                                       "(default: its training size, e.g. 512 for SD-1.5, 48 for the built-in one)."),
 ) -> None:
-    """Draw images from a teacher with DDIM and save them as one PNG (with --style: AD-guided, plus its loss curve)."""
+    """Draw images from a teacher (DDIM, or a few-step student's LCM) and save them as one PNG (with --style: AD-guided, plus its loss curve)."""
+    _ad_options(30 if steps is None else steps, optimizer)
+    if guidance is not None:
+        checks.within("--guidance", guidance, 0)
+    checks.within("--ad-iters", ad_iters, 0)
+    _image_out(out)
+    teacher = _teacher_folder(teacher)
+    multiple, native = _teacher_geometry(teacher)
+    if size is not None:
+        checks.multiple_of("--size", [size], multiple)
+        _fits((size, size), teacher)
+    if style is not None:
+        checks.image_file("--style", style)
     from muon_ad.data.images import load_rgb, save_image_atomic
     from muon_ad.models.teacher import load_teacher
     from muon_ad.visual import image_grid
 
-    _ad_options(steps, optimizer)
-    checks.within("--guidance", guidance, 0)
-    checks.within("--ad-iters", ad_iters, 0)
-    _image_out(out)
     style_image = load_rgb(style) if style is not None else None  # bad input fails before the teacher loads
     model = load_teacher(teacher)
+    model.check_prompts(prompt)
+    steps = model.default_steps if steps is None else steps
+    guidance = model.default_guidance if guidance is None else guidance
+    typer.echo(f"sampling at {size or native}x{size or native} px")
     if style_image is None:
-        images = model.sample(prompt, steps=steps, guidance_scale=guidance, seed=seed)
+        images = model.sample(prompt, steps=steps, guidance_scale=guidance, seed=seed, size=size)
     else:
         from muon_ad.synthesis import guided_sample, save_loss_curve
 
-        images, history = guided_sample(model, prompt, style_image, steps, guidance, seed, ad_iters, optimizer)
+        images, history = guided_sample(model, prompt, style_image, steps, guidance, seed, ad_iters, optimizer, size=size)
         typer.echo("loss curve: " + ", ".join(map(str, save_loss_curve(history, out, "AD-guided sampling"))))
     picture = image_grid(images, prompt, scale=1) if len(prompt) > 1 else images[0]
     save_image_atomic(picture, out)
@@ -135,13 +166,56 @@ def _fits(size: tuple[int, int], teacher: str) -> None:
     import json
 
     for value in size:
-        checks.within("--size", value, 8)
+        checks.within("--size", value, 1)  # the teacher's own minimum (its size multiple) is checked with its folder
     try:
         blocks = len(json.loads((Path(teacher) / "vae" / "config.json").read_text())["block_out_channels"])
     except (OSError, ValueError, KeyError, TypeError):
         blocks = 3  # the built-in teacher's; a folder that is not a teacher fails in load_teacher
     tokens = (size[0] // 2 ** (blocks - 1)) * (size[1] // 2 ** (blocks - 1))
     checks.fits_memory(f"--size {size[0]} {size[1]}", 3 * 4 * tokens**2)
+
+
+def _teacher_folder(teacher: Optional[str]) -> str:
+    """The teacher folder to use (the default as found, `muon_ad.default_path`), checked before torch is imported."""
+    return _artefact(teacher, DEFAULT_TEACHER, "--teacher", "teacher folder")
+
+
+def _student_folder(student: Optional[str]) -> str:
+    """The student to use (a folder or an .onnx file; the default as found), checked before torch is imported."""
+    return _artefact(student, DEFAULT_STUDENT, "--student", "student")
+
+
+def _artefact(given: Optional[str], default: str, option: str, what: str) -> str:
+    path = Path(given) if given is not None else default_path(default)
+    if not path.exists():
+        hint = f" ({missing_hint(default, option)})" if given is None else ""
+        raise UserError(f"{what} not found: {path}{hint}")
+    return str(path)
+
+
+def _teacher_geometry(teacher: str) -> tuple[int, int]:
+    """(size multiple, training image size) of a teacher folder, read from its config files: image sides must be
+    multiples of the VAE's factor times the UNet's downsampling (8 for the built-in teacher, 64 for SD-1.5).
+    Read here, not from the loaded model, so a bad size is answered in a second, before minutes of loading."""
+    import json
+
+    try:
+        vae = json.loads((Path(teacher) / "vae" / "config.json").read_text())
+        unet = json.loads((Path(teacher) / "unet" / "config.json").read_text())
+        factor = 2 ** (len(vae["block_out_channels"]) - 1)
+        return factor * 2 ** (len(unet["block_out_channels"]) - 1), int(unet["sample_size"]) * factor
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{teacher} is not a diffusers SD folder: unreadable vae/ or unet/ config.json") from None
+
+
+def _working_side(short_side: int, teacher: str, size: Optional[int]) -> int:
+    """AD's output short side: --size if given, else the input's own short side capped at AD_WORKING_SIDE or the
+    teacher's training size, whichever is larger; checked against the teacher's multiple and memory."""
+    multiple, native = _teacher_geometry(teacher)
+    if size is not None and size < multiple:
+        raise UserError(f"--size {size}: the short side must be at least {multiple} px for this teacher; "
+                        f"nearest valid: --size {multiple}")
+    return size if size is not None else max(multiple, min(short_side, max(native, AD_WORKING_SIDE)))
 
 
 def _save_synthesis(result, out: Path, title: str) -> None:
@@ -161,23 +235,21 @@ def stylize_command(
     steps: int = typer.Option(200, help="DDIM timesteps, one optimiser step each (published: 200)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate (default: the optimiser's, see muon_ad.synthesis.DEFAULT_LR)."),
     content_weight: float = typer.Option(0.25, help="Weight of the content (query) loss (published: 0.25)."),
-    size: Optional[int] = typer.Option(None, help="Short side of the output in pixels (default: the teacher's image size)."),
+    size: Optional[int] = typer.Option(None, help="Short side of the output in pixels, aspect kept (default: the "
+                                       f"content's, at most {AD_WORKING_SIDE} px or the teacher's training size)."),
     tile: bool = typer.Option(False, "--tile", help="Seamless tiling (circular padding in the UNet and VAE decoder)."),
     content_mask: Optional[Path] = typer.Option(None, help="Label image for the content: a colour draws only on the same colour of --style-mask."),
     style_mask: Optional[Path] = typer.Option(None, help="Label image for the style (with --content-mask)."),
-    teacher: str = typer.Option(DEFAULT_TEACHER, help="Diffusers SD-layout folder (SD-1.5 or the built-in tiny teacher)."),
-    student: Optional[Path] = typer.Option(None, help="A distilled student folder (muon-ad distill): one forward pass, milliseconds, instead of AD."),
+    teacher: Optional[str] = TeacherOption,
+    student: Optional[Path] = typer.Option(None, help="A distilled student folder (muon-ad distill) or exported .onnx: one forward pass, milliseconds, instead of AD."),
     out: Path = typer.Option(Path("stylized.png"), help="Output PNG; the loss curve goes next to it (.loss.csv, .loss.png)."),
 ) -> None:
     """Style transfer by attention distillation: optimise the content latent toward the style's attention."""
-    from muon_ad.data.images import load_rgb
-    from muon_ad.models.teacher import load_teacher
-    from muon_ad.synthesis import stylize
-
+    # Values, then the output, then the input files, then the model folder: all before torch is imported.
     if size is not None:
-        checks.within("--size", size, 8)
+        checks.within("--size", size, 1)
     if student is not None:
-        _stylize_with_student(student, content, style, size, out)
+        _stylize_with_student(_student_folder(str(student)), content, style, size, out)
         return
     if (content_mask is None) != (style_mask is None):
         raise UserError("masks: give both --content-mask and --style-mask, or neither")
@@ -185,28 +257,48 @@ def stylize_command(
     _png(out)
     checks.within("--content-weight", content_weight, 0)
     if size is not None:
-        _fits((size, size), teacher)  # the short side; the long one is checked once the content's aspect is known
+        _fits((size, size), teacher or DEFAULT_TEACHER)  # the short side; the long one once the content's aspect is known
+    width, height = checks.image_file("--content", content)
+    checks.image_file("--style", style)
+    for name, mask in (("--content-mask", content_mask), ("--style-mask", style_mask)):
+        if mask is not None:
+            checks.image_file(name, mask, min_size=1)
+    teacher = _teacher_folder(teacher)
+    side = _working_side(min(width, height), teacher, size)
+    out_size = checks.fit_size(width, height, side, _teacher_geometry(teacher)[0])
+    _fits(out_size[::-1], teacher)
+    typer.echo(f"working size {out_size[0]}x{out_size[1]} px (content {width}x{height}; "
+               + ("--size" if size is not None else f"default: short side at most {AD_WORKING_SIDE} px or the teacher's")
+               + ")")
+    from muon_ad.data.images import load_rgb
+    from muon_ad.models.teacher import load_teacher
+    from muon_ad.synthesis import stylize
+
     images = [load_rgb(path) for path in (content, style)]
     masks = (load_rgb(content_mask), load_rgb(style_mask)) if content_mask is not None else None
     model = load_teacher(teacher)
-    result = stylize(model, *images, steps=steps, optimizer=optimizer, lr=lr, content_weight=content_weight, size=size,
+    result = stylize(model, *images, steps=steps, optimizer=optimizer, lr=lr, content_weight=content_weight, size=side,
                      tile=tile, masks=masks)
     _save_synthesis(result, out, f"stylize ({optimizer})")
 
 
-def _stylize_with_student(folder: Path, content: Path, style: Path, size: Optional[int], out: Path) -> None:
+def _stylize_with_student(folder: str, content: Path, style: Path, size: Optional[int], out: Path) -> None:
     """The student's path: content + style → stylised image in one forward pass (content keeps its aspect)."""
     import time
 
+    _png(out)
+    if size is not None:
+        checks.within("--size", size, 8)
+        checks.fits_memory(f"--size {size}", STUDENT_BYTES_PER_PIXEL * size * size)  # the short side; aspect below
+    width, height = checks.image_file("--content", content)
+    checks.image_file("--style", style)
+    side = size if size is not None else min(width, height)
+    checks.fits_memory(f"--size {side}", STUDENT_BYTES_PER_PIXEL * side * side * max(width, height) / min(width, height))
     from muon_ad.data.images import load_rgb, save_image_atomic
     from muon_ad.runtime import load_backend, stylize_image
 
-    _png(out)
     backend = load_backend(folder)
     content_image, style_image = load_rgb(content), load_rgb(style)
-    if size is not None:
-        aspect = max(content_image.size) / min(content_image.size)
-        checks.fits_memory(f"--size {size}", STUDENT_BYTES_PER_PIXEL * size * size * aspect)
     start = time.perf_counter()
     image = stylize_image(backend, content_image, style_image, size)
     seconds = time.perf_counter() - start
@@ -217,24 +309,34 @@ def _stylize_with_student(folder: Path, content: Path, style: Path, size: Option
 @app.command("texture")
 def texture_command(
     exemplar: Path = typer.Option(..., "--exemplar", "-e", help="Texture exemplar image."),
-    size: Optional[tuple[int, int]] = typer.Option(None, help="Output height and width in pixels (default: the teacher's image size)."),
+    size: Optional[tuple[int, int]] = typer.Option(None, help="Output height and width in pixels, multiples of the "
+                                                   "teacher's (default: the exemplar's aspect at AD's working size)."),
     optimizer: str = typer.Option("adam", help="adam (published AD) or muon."),
     steps: int = typer.Option(300, help="DDIM timesteps, one optimiser step each (published: 300)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate (default: the optimiser's, see muon_ad.synthesis.DEFAULT_LR)."),
     tile: bool = typer.Option(False, "--tile", help="Seamless tiling (circular padding in the UNet and VAE decoder)."),
     seed: int = typer.Option(0, help="Seed of the initial noise latent."),
-    teacher: str = typer.Option(DEFAULT_TEACHER, help="Diffusers SD-layout folder (SD-1.5 or the built-in tiny teacher)."),
+    teacher: Optional[str] = TeacherOption,
     out: Path = typer.Option(Path("texture.png"), help="Output PNG; the loss curve goes next to it (.loss.csv, .loss.png)."),
 ) -> None:
     """Texture synthesis by attention distillation: optimise a noise latent toward the exemplar's attention."""
+    _ad_options(steps, optimizer, lr)
+    _png(out)
+    if size is not None:
+        _fits(size, teacher or DEFAULT_TEACHER)
+    width, height = checks.image_file("--exemplar", exemplar)
+    teacher = _teacher_folder(teacher)
+    multiple = _teacher_geometry(teacher)[0]
+    if size is not None:
+        checks.multiple_of("--size", size, multiple)
+    else:  # the exemplar's aspect, at AD's working size
+        size = checks.fit_size(width, height, _working_side(min(width, height), teacher, None), multiple)[::-1]
+    _fits(size, teacher)
+    typer.echo(f"output size {size[0]}x{size[1]} px (height x width; exemplar {width}x{height})")
     from muon_ad.data.images import load_rgb
     from muon_ad.models.teacher import load_teacher
     from muon_ad.synthesis import texture
 
-    _ad_options(steps, optimizer, lr)
-    _png(out)
-    if size is not None:
-        _fits(size, teacher)
     image = load_rgb(exemplar)
     model = load_teacher(teacher)
     result = texture(model, image, size=size, steps=steps, optimizer=optimizer, lr=lr, tile=tile, seed=seed)
@@ -249,6 +351,7 @@ def distill_command(
                                   "projection (optimizer.name=adamw distill.conflict_projection=false), in OUT_DIR-adamw."),
 ) -> None:
     """Distil the real-time stylisation student from the frozen teacher (resumes from its last checkpoint)."""
+    _config_file(config)
     from muon_ad.config import load_config
     from muon_ad.recipes.distill import DistillConfig, as_baseline, distill
 
@@ -273,23 +376,34 @@ def evaluate_command(
     """FID/KID (and SSIM/PSNR with pairs) of a student checkpoint or an image folder, as JSON and Markdown."""
     import json
 
+    checks.within("--count", count, 1)
+    checks.within("--size", size, 16, 1024)
+    checks.one_of("--feature", feature, ("domain", "inception"))
+    checks.writable_output("--out", out)
+    for name, folder in (("TARGET", target), ("--real", real), ("--pairs", pairs)):
+        if folder is not None and not folder.is_dir():
+            raise UserError(f"{name} {folder}: folder not found")
+    is_student = (target / "config.json").is_file() and (target / "model.safetensors").is_file()
+    if not is_student and real is None:
+        raise UserError(f"{target} is an image folder: give --real (the reference images for FID)")
+    # Every input is checked (headers read, unreadable files counted) before the feature network trains, not after.
+    if not is_student:
+        outputs = checks.image_folder("TARGET", target, at_least=2)[1]
+    if real is not None:
+        checks.image_folder("--real", real, at_least=2)
+    if pairs is not None:
+        references = checks.image_folder("--pairs", pairs)[1]
+        if not is_student and references != outputs:
+            raise UserError(f"--pairs {pairs}: {references} image files for {outputs} in {target} "
+                            "(SSIM pairs them by sorted file name)")
+    if feature == "inception" and feature_path is not None and not feature_path.exists():
+        raise UserError(f"--feature-path {feature_path}: not found")
     from muon_ad.io import write_text_atomic
     from muon_ad.data.images import save_image_atomic
     from muon_ad.eval import evaluate_images, to_markdown
     from muon_ad.eval.domain_features import DomainFeatures
     from muon_ad.eval.stylization import builtin_domain_features, builtin_pairs, evaluate_stylized, stylize_pairs
     from muon_ad.runtime import load_backend
-
-    checks.within("--count", count, 1)
-    checks.within("--size", size, 16, 1024)
-    checks.one_of("--feature", feature, ("domain", "inception"))
-    checks.writable_output("--out", out)
-    for name, folder in (("TARGET", target), ("--real", real), ("--pairs", pairs)):
-        if folder is not None and not folder.is_dir():  # before the feature network trains, not after
-            raise UserError(f"{name} {folder}: folder not found")
-    is_student = (target / "config.json").is_file() and (target / "model.safetensors").is_file()
-    if not is_student and real is None:
-        raise UserError(f"{target} is an image folder: give --real (the reference images for FID)")
     if feature == "domain" and feature_path is None:
         feature_path = out / "fid-domain"  # trained once on the built-in textures, then reused
         if not (feature_path / "config.json").is_file():
@@ -317,8 +431,8 @@ def stream_command(
     source_spec: str = typer.Option("synthetic", "--input", "-i", help="synthetic, a folder of frames, or a video (.gif; .mp4 etc. with PyAV)."),
     style: Path = typer.Option(..., "--style", "-s", help="Style image."),
     student: Optional[str] = typer.Option(None, help="Student folder (torch) or exported .onnx file (ONNX Runtime); "
-                                          "default: the one `muon-ad distill` saves (runs/stylize-cpu/student)."),
-    size: Optional[int] = typer.Option(None, help="Resize frames: short side, centre crop (synthetic default: 256)."),
+                                          f"default: the one `muon-ad distill` or `make demo` saves ({DEFAULT_STUDENT})."),
+    size: int = typer.Option(STREAM_SIZE, help="Frame size: short side, centre crop (the default runs in real time on a laptop CPU)."),
     frames: int = typer.Option(96, help="Length of the synthetic clip."),
     skip_threshold: float = typer.Option(0.0, help="Reuse the last output when a frame's mean abs change is below this (0: off)."),
     out: Optional[Path] = typer.Option(None, help="Folder of PNG frames, or a video file (.gif; .mp4 needs PyAV)."),
@@ -328,20 +442,25 @@ def stream_command(
     """Stylise a stream of frames live with the student; shows FPS, optionally skips unchanged frames."""
     from contextlib import nullcontext
 
-    from muon_ad.data.images import load_rgb, to_tensor
-    from muon_ad.runtime import FrameWriter, Stylizer, default_student, load_backend, open_source, run_stream
-
     checks.within("--frames", frames, 1)
     checks.within("--fps", fps, 0, above=True)
     checks.within("--skip-threshold", skip_threshold, 0)
-    checks.device("--device", device)
-    if size is not None:
-        checks.within("--size", size, 8)
-        checks.fits_memory(f"--size {size}", STUDENT_BYTES_PER_PIXEL * size * size)
+    checks.one_of("--device", device.partition(":")[0], ("cpu", "cuda"))
+    checks.within("--size", size, 8)
+    checks.fits_memory(f"--size {size}", STUDENT_BYTES_PER_PIXEL * size * size)
     if out is not None:
         checks.writable_output("--out", out)
+    if source_spec != "synthetic" and not Path(source_spec).exists():
+        raise UserError(f"--input {source_spec}: not found (give 'synthetic', a folder of frames or a video file)")
+    checks.image_file("--style", style)
+    student = _student_folder(student)
+    checks.device("--device", device)  # imports torch for cuda only
+    from muon_ad.data.images import load_rgb, to_tensor
+    from muon_ad.runtime import FrameWriter, Stylizer, load_backend, open_source, run_stream
+
     source = open_source(source_spec, size, frames)
-    stylizer = Stylizer(load_backend(student or default_student(), device), to_tensor(load_rgb(style)), skip_threshold)
+    stylizer = Stylizer(load_backend(student, device), to_tensor(load_rgb(style)), skip_threshold)
+    typer.echo(f"frames at {size} px (short side, centre crop; --size to change)")
     with FrameWriter(out, fps) if out is not None else nullcontext() as writer:
         stats = run_stream(source, stylizer, sink=writer.write if writer is not None else None)
     typer.echo(f"{stats.frames} frames ({stats.stylised} stylised, {stats.skipped} skipped): {stats.fps:.1f} FPS end to end, "
@@ -362,11 +481,32 @@ def demo_command(
     typer.echo(f"report: {index} (and {index.parent / 'report.md'})")
 
 
+@app.command("distill-t2i")
+def distill_t2i_command(
+    config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/t2i-tiny.yaml"),
+    overrides: Optional[list[str]] = Overrides,
+    baseline: bool = typer.Option(False, "--baseline", help="AdamW everywhere, no conflict projection "
+                                  "(optimizer.name=adamw distill.conflict_projection=false), in OUT_DIR-adamw."),
+) -> None:
+    """Distil the compressed, few-step text-to-image student from the teacher (resumes from its last checkpoint)."""
+    from muon_ad.config import load_config
+    from muon_ad.recipes.distill import as_baseline
+    from muon_ad.recipes.distill_t2i import DistillT2IConfig, distill_t2i
+
+    cfg = load_config(DistillT2IConfig, config, overrides or [])
+    if baseline:
+        cfg = as_baseline(cfg)
+    folder = distill_t2i(cfg)
+    typer.echo(f"student: {folder} (muon-ad sample --teacher {folder} -p ...)\n"
+               f"teacher vs student: {Path(cfg.train.out_dir) / 'samples.png'}")
+
+
 @app.command("ui")
 def ui_command(
-    teacher: str = typer.Option(DEFAULT_TEACHER, help="Diffusers SD-layout folder for AD and text to image (changeable on the page)."),
+    teacher: Optional[str] = typer.Option(None, help="Diffusers SD-layout folder for AD and text to image (changeable on the "
+                                          f"page); default: {DEFAULT_TEACHER}, as the other commands find it."),
     student: Optional[str] = typer.Option(None, help="Student folder or exported .onnx (changeable on the page); "
-                                          "default: the one `muon-ad distill` saves (runs/stylize-cpu/student)."),
+                                          f"default: the one `muon-ad distill` or `make demo` saves ({DEFAULT_STUDENT})."),
     port: int = typer.Option(7860, help="Port of the web page: http://127.0.0.1:PORT"),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: reachable from other machines)."),
     share: bool = typer.Option(False, "--share/--no-share", help="Also open a public gradio.live link (needs the internet)."),
@@ -382,7 +522,9 @@ def ui_command(
     from muon_ad.ui import launch
 
     typer.echo(f"muon-ad ui: open http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port} (Ctrl-C stops it)")
-    launch(teacher, student, device, host, port, share)
+    # Defaults as the other commands find them; a missing model is a one-line error on the page when it is used.
+    launch(teacher or str(default_path(DEFAULT_TEACHER)), student or str(default_path(DEFAULT_STUDENT)), device, host, port,
+           share)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ Every dataset yields dicts {"image": float (3, H, W) in [-1, 1], "caption": str,
 """
 
 from muon_ad.data.coco_stuff import COCOStuff
-from muon_ad.data.folders import ImageFileDataset, ImageFolder, StyleFolder, TextureFolder, read_captions
+from muon_ad.data.folders import ImageFileDataset, ImageFolder, StyleFolder, TextureFolder, collate_usable, read_captions
 from muon_ad.data.images import (
     BadImageError,
     SkipSummary,
@@ -27,7 +27,7 @@ from muon_ad.data.procedural import (
 
 __all__ = [
     "PALETTES", "SCENE_KINDS", "TEXTURE_FAMILIES", "BadImageError", "COCOStuff", "ImageFileDataset",
-    "ImageFolder", "ProceduralScenes", "ProceduralTextures", "SkipSummary", "StyleFolder", "TextureFolder",
+    "ImageFolder", "ProceduralScenes", "ProceduralTextures", "SkipSummary", "StyleFolder", "TextureFolder", "collate_usable",
     "load_rgb", "make_scene", "make_texture", "read_captions", "save_image_atomic", "texture_caption", "to_pil",
     "to_tensor",
 ]

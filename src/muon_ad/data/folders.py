@@ -2,8 +2,9 @@
 
 Bad files are found when an item is read, not by a scan at construction: a header scan of 100k files
 costs minutes and still misses truncated pixel data, which only a full decode reveals. A bad file is
-logged once, marked in `dataset.summary` (shared by DataLoader workers) and replaced by the next good
-file, so a DataLoader never sees an exception for it.
+logged once, marked in `dataset.summary` (shared by DataLoader workers) and its item is `None`: it is
+skipped, never replaced by another file (which would count that file twice in an epoch). A DataLoader
+drops the `None`s with `collate_fn=collate_usable`; `report()` logs the one-line summary.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from muon_ad.data.images import BadImageError, SkipSummary, is_image_file, open_image, to_rgb, to_tensor
 from muon_ad.errors import UserError
@@ -54,38 +55,48 @@ class ImageFileDataset(Dataset):
         self.captions = list(captions) if captions is not None else [""] * len(self.paths)
         self.labels = list(labels) if labels is not None else [-1] * len(self.paths)
         self.summary = SkipSummary(len(self.paths))
+        self.folder = root
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> dict | None:
+        """The item of file `index`, or None when that file is unusable (counted in `summary`). Why None rather than
+        raise: one bad file in 100k must not end an epoch; rather than another file: that would duplicate it. Only
+        if every file is bad is that an error (the user's, so a UserError)."""
         if not 0 <= index < len(self.paths):
             raise IndexError(index)
-        # Why substitute instead of raise: a DataLoader cannot drop an item, and one bad file in 100k must
-        # not end an epoch. Only if every file is bad is that an error (the user's, so a UserError).
-        for step in range(len(self.paths)):
-            i = (index + step) % len(self.paths)
-            if self.summary.is_bad(i):
-                continue
-            try:
-                img = open_image(self.paths[i], self.min_size, draft_size=self.size)
-                item = self.load(i, to_rgb(img))
-            except BadImageError as e:
-                self.summary.mark_bad(i, e.reason)
-                log.warning("skipping %s", e)
-                continue
-            except (OSError, ValueError) as e:  # e.g. a mode PIL cannot convert: unusable, not fatal
-                self.summary.mark_bad(i, "unreadable")
-                log.warning("skipping %s: %s", self.paths[i], e)
-                continue
-            self.summary.mark_ok(i, converted=img.mode != "RGB")
-            return item
-        raise UserError(f"no usable image among {len(self.paths)} files (first: {self.paths[0]}); {self.summary}")
+        if self.summary.is_bad(index):
+            return None
+        try:
+            img = open_image(self.paths[index], self.min_size, draft_size=self.size)
+            item = self.load(index, to_rgb(img))
+        except (BadImageError, OSError, ValueError) as e:  # ValueError: e.g. a mode PIL cannot convert
+            self.summary.mark_bad(index, getattr(e, "reason", "unreadable"))
+            log.warning("skipping %s", e if isinstance(e, BadImageError) else f"{self.paths[index]}: {e}")
+            if sum(self.summary.skipped.values()) == len(self.paths):
+                raise UserError(f"no usable image among {len(self.paths)} files (first: {self.paths[0]}); "
+                                f"{self.summary}") from None
+            return None
+        self.summary.mark_ok(index, converted=img.mode != "RGB")
+        return item
+
+    def report(self) -> str:
+        """Log and return the one-line summary: files read, skipped (and why), converted."""
+        line = f"{self.folder}: {self.summary}" if self.folder is not None else str(self.summary)
+        (log.warning if self.summary.skipped else log.info)("%s", line)
+        return line
 
     def load(self, i: int, rgb: Image.Image) -> dict:
         """The item for file i, given its decoded RGB image. Subclasses add fields (e.g. COCO masks)."""
         return {"image": to_tensor(rgb, self.size), "caption": self.captions[i], "label": self.labels[i],
                 "path": str(self.paths[i])}
+
+
+def collate_usable(items: list[dict | None]) -> dict | None:
+    """`default_collate` of a batch's usable items (None: a skipped file); None when no item of the batch is usable."""
+    usable = [item for item in items if item is not None]
+    return default_collate(usable) if usable else None
 
 
 def read_captions(path: str | os.PathLike) -> dict[str, str]:
@@ -125,12 +136,17 @@ class ImageFolder(ImageFileDataset):
     def __init__(self, root: str | os.PathLike, size: int, captions: str | os.PathLike | None = None):
         self.root = existing_dir(root, "image")
         paths = list_images(self.root)
-        texts = None
+        texts, self.orphan_captions = None, []
         if captions is not None:
             table = {Path(k).as_posix(): v for k, v in read_captions(captions).items()}  # "./a.png" -> "a.png"
             by_name = {Path(k).name: v for k, v in table.items()}
             texts = [table.get(p.relative_to(self.root).as_posix(), by_name.get(p.name, "")) for p in paths]
+            present = {p.relative_to(self.root).as_posix() for p in paths} | {p.name for p in paths}
+            self.orphan_captions = [k for k in table if k not in present and Path(k).name not in present]
             log.info("%s: captions for %d of %d images", captions, sum(map(bool, texts)), len(paths))
+            if self.orphan_captions:  # a typo or a deleted file: said, not dropped silently
+                log.warning("%s: %d caption(s) name no file under %s (first: %s)", captions,
+                            len(self.orphan_captions), self.root, self.orphan_captions[0])
         super().__init__(paths, size, captions=texts, root=self.root)
 
 

@@ -15,11 +15,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from muon_ad.checks import finite_tensors
+from muon_ad.checks import IMAGE_EXTENSIONS, finite_tensors
 from muon_ad.errors import UserError
 from muon_ad.io import write_atomic
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 # Why a file was skipped. The order is the display order of `SkipSummary`.
 SKIP_REASONS = ("unreadable", "truncated", "too small")

@@ -172,16 +172,48 @@ def write_report(stages: dict[str, Stage], s: DemoSettings, out: Path, seconds: 
     report.image(st["style"], "stream-style.png", "style")
     report.image(st["output"], "stream-output.gif", "stylised live by the Muon-AD student")
 
+    if "t2i" in stages:
+        _t2i_section(report, stages["t2i"])
+
     report.heading("Try next")
-    student, teacher = stages["distill"].results["runs"]["Muon-AD"]["student"], stages["teacher"].results.get("folder")
-    with_teacher = f" --teacher {teacher}" if teacher else ""
-    report.paragraph("On this run's teacher and Muon-AD student (from the folder the demo ran in): "
-                     f"`muon-ad stylize -c CONTENT.png -s {st['style']} --student {student}` (one forward pass); "
-                     f"`muon-ad stylize -c CONTENT.png -s {st['style']}{with_teacher}` (AD through the teacher); "
-                     f"`muon-ad stream --style {st['style']} --student {student}`; "
-                     f"`muon-ad sample -p \"blue and orange stripes\"{with_teacher}`.")
+    report.paragraph("On this run's teacher and Muon-AD student (from the folder the demo ran in, or from anywhere "
+                     "when they are the defaults: `muon_ad.default_path`): "
+                     + "; ".join(f"`{command}`" for command in next_commands(stages)) + ".")
     return report.write()
 
+
+def next_commands(stages: dict[str, Stage]) -> list[str]:
+    """The README's first commands on what this run made: no flag where the artefact is where commands look by
+    default (the full demo's), `--teacher` / `--student` where it is not (`--quick`'s, or a student already there)."""
+    distill, style = stages["distill"].results, stages["stream"].results["style"]
+    teacher = stages["teacher"].results.get("folder")
+    with_teacher = f" --teacher {teacher}" if teacher else ""
+    own = distill["runs"]["Muon-AD"]["student"]
+    published = distill.get("default_student", {}).get("published")
+    student = distill.get("default_student", {}).get("default") if published else own
+    with_student = "" if published else f" --student {own}"
+    return [f"muon-ad stylize -c CONTENT.png -s {style}{with_teacher}  # AD through the teacher",
+            f"muon-ad stylize -c CONTENT.png -s {style} --student {student}  # the student: one forward pass",
+            f"muon-ad texture -e {style}{with_teacher}",
+            f"muon-ad sample -p \"blue and orange stripes\"{with_teacher}",
+            f"muon-ad stream --style {style}{with_student}"]
+
+
+
+def _t2i_section(report: Report, stage: Stage) -> None:
+    """The compressed few-step text-to-image student: its costs beside the teacher's, and both on the same prompts."""
+    r = stage.results
+    report.heading("Text-to-image: the compressed few-step student")
+    report.table(["", "teacher", "student"], [
+        ["sampling steps", r["teacher_steps"], r["student_steps"]],
+        ["seconds per image", f"{r['teacher_seconds_per_image']:.3f}", f"{r['student_seconds_per_image']:.3f}"],
+        ["UNet parameters (× teacher)", "1", f"{r['params_ratio']:.3f}"],
+        ["FLOPs per UNet call (× teacher)", "1", f"{r['flops_ratio']:.3f}"]])
+    report.paragraph(f"{stage.note}. {r['speedup']:.1f}× faster per image (text encoding and decoding included). "
+                     f"The student is a diffusers SD folder: `muon-ad sample --teacher {r['folder']} -p \"...\"`. "
+                     "Family and palette accuracy and the Muon-AD vs AdamW race: `muon-ad bench t2i`.")
+    report.image(r["samples"], "t2i-samples.png", "the same prompts and seeds: teacher (top row, T) and the "
+                 "student (bottom row, S + its steps)")
 
 
 def _relative(change: float) -> str:

@@ -12,9 +12,10 @@ Reads top to bottom; each stage calls the project's own components and saves its
 6. realtime     student FPS vs the teacher's seconds per image (the realtime benchmark)
 7. memory       peak memory of teacher and student (the memory benchmark)
 8. stream       a synthetic panning clip stylised live by the Muon-AD student, written as a GIF
-9. compression  pruning, quantisation, export, distributed communication: reported "not built yet"
+9. t2i          the compressed few-step text-to-image student; teacher vs student samples and costs
+10. compression pruning, quantisation, export, distributed communication: reported "not built yet"
                 until those capabilities exist
-10. report      DIR/index.html and DIR/report.md: pictures, curves, Pareto plot, the claims table
+11. report      DIR/index.html and DIR/report.md: pictures, curves, Pareto plot, the claims table
 
 Every number in the report is measured by this run; a stage that cannot run says so instead.
 """
@@ -26,10 +27,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from muon_ad.demo.report import write_report
+from muon_ad.demo.report import next_commands, write_report
 from muon_ad.demo.settings import FULL, QUICK
 from muon_ad.demo.stages import (
     Stage,
+    publish_student,
     save_json,
     stage_ad,
     stage_distill,
@@ -39,6 +41,7 @@ from muon_ad.demo.stages import (
     stage_not_built,
     stage_realtime,
     stage_stream,
+    stage_t2i,
     stage_teacher,
 )
 from muon_ad.models.teacher import load_teacher
@@ -68,13 +71,16 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False) -> Path:
     timed(stage_ad, s, teacher, out)
     timed(stage_distill, s, teacher, features, out)
     students = {name: run["student"] for name, run in stages["distill"].results["runs"].items()}
+    stages["distill"].results["default_student"] = publish_student(s, students["Muon-AD"])
     timed(stage_evaluate, s, teacher, students, features, out)
     timed(stage_realtime, s, teacher, students["Muon-AD"], out)
     timed(stage_memory, s, teacher, students["Muon-AD"], out)
     timed(stage_stream, s, students["Muon-AD"], out)
+    timed(stage_t2i, s, teacher, out)
     for stage in stage_not_built():
         stages[stage.name] = stage
     index = write_report(stages, s, out, time.time() - start)
     save_json(out / "stages.json", {name: asdict(st) for name, st in stages.items()})
     log.info("demo: report in %s (%.1f min)", index, (time.time() - start) / 60)
+    log.info("try next:\n  %s", "\n  ".join(next_commands(stages)))
     return index

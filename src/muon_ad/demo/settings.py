@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from muon_ad.bench import ad_convergence, distill_convergence
 
 TEACHER_CONFIG = "configs/teacher-tiny.yaml"
+T2I_CONFIG = "configs/t2i-tiny.yaml"
 
 
 @dataclass
@@ -26,6 +27,7 @@ class DemoSettings:
     stream_size: int
     stream_frames: int
     latency_repeats: int = 10
+    t2i_overrides: list[str] = field(default_factory=list)  # applied to configs/t2i-tiny.yaml (the t2i stage)
 
 
 QUICK = DemoSettings(
@@ -46,6 +48,9 @@ QUICK = DemoSettings(
     stream_size=64,
     stream_frames=12,
     latency_repeats=5,
+    t2i_overrides=["schedule.compress_steps=6", "schedule.consistency_steps=6", "schedule.batch_size=4",
+                   "data.textures=48", "data.scenes=16", "data.val_count=8", "validation.every=6",
+                   "validation.grid_prompts=4", "consistency.sample_steps=2"],
 )
 FULL = DemoSettings(  # sized so the whole demo fits in about 20 minutes on 2 CPU cores
     quick=False,

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from muon_ad import DEFAULT_TEACHER
+from muon_ad import DEFAULT_STUDENT, DEFAULT_TEACHER, default_path
 from muon_ad.bench import BENCHMARKS, ad_convergence, distill_convergence, memory, realtime
+from muon_ad.bench import t2i as t2i_bench
 from muon_ad.config import load_config
 from muon_ad.data.images import save_image_atomic
-from muon_ad.demo.settings import TEACHER_CONFIG, DemoSettings
+from muon_ad.demo.settings import T2I_CONFIG, TEACHER_CONFIG, DemoSettings
 from muon_ad.eval.domain_features import DomainFeatures
 from muon_ad.eval.profile import measure_latency, median
 from muon_ad.eval.recognition import train_judges
@@ -27,9 +29,10 @@ from muon_ad.eval.stylization import (
     builtin_pairs,
     stylize_pairs,
 )
-from muon_ad.io import write_text_atomic
+from muon_ad.io import write_folder_atomic, write_text_atomic
 from muon_ad.models.teacher import load_teacher
 from muon_ad.recipes.distill import as_baseline, distill
+from muon_ad.recipes.distill_t2i import DistillT2IConfig, distill_t2i
 from muon_ad.recipes.train_teacher import TrainTeacherConfig, train_teacher
 from muon_ad.runtime import FrameWriter, Stylizer, encode_style, load_backend, run_stream, run_student, synthetic_frames
 from muon_ad.visual import image_grid
@@ -47,10 +50,11 @@ class Stage:
 def stage_teacher(s: DemoSettings, out: Path) -> tuple[Path, Stage]:
     """Quick: a tiny teacher trained into DIR, so the demo depends on nothing. Full: the built-in teacher, trained
     (once) where every command looks for it by default (`DEFAULT_TEACHER`), so the README's next commands find it."""
-    if not s.quick and (Path(DEFAULT_TEACHER) / "unet").is_dir():
-        samples = Path(DEFAULT_TEACHER).parent / "samples.png"
-        return Path(DEFAULT_TEACHER), Stage("teacher", note=f"reused {DEFAULT_TEACHER}",
-                                            results={"samples": str(samples) if samples.is_file() else None})
+    found = default_path(DEFAULT_TEACHER)  # here, or where an earlier `make demo` left it (muon_ad.default_path)
+    if not s.quick and (found / "unet").is_dir():
+        samples = found.parent / "samples.png"
+        return found, Stage("teacher", note=f"reused {found}",
+                            results={"samples": str(samples) if samples.is_file() else None})
     run = out / "teacher" if s.quick else Path(DEFAULT_TEACHER).parent
     cfg = load_config(TrainTeacherConfig, TEACHER_CONFIG, s.teacher_overrides + [f"train.out_dir={run}"])
     folder = train_teacher(cfg)
@@ -58,6 +62,17 @@ def stage_teacher(s: DemoSettings, out: Path) -> tuple[Path, Stage]:
     return folder, Stage("teacher", note=f"trained {steps} steps at {cfg.model.image_size} px into {folder}",
                          results={"samples": str(run / "samples.png"), "steps": steps,
                                   "folder": None if folder == Path(DEFAULT_TEACHER) else str(folder)})
+
+
+def publish_student(s: DemoSettings, student: str) -> dict:
+    """Full demo: the Muon-AD student is copied to DEFAULT_STUDENT, where `stream` (and the README's
+    `stylize --student`) look by default, unless a student is there already (a user's own `muon-ad distill`, never
+    overwritten). Quick: its student is a pipeline check, not a stylist, and stays in the report folder."""
+    existing = default_path(DEFAULT_STUDENT)
+    if s.quick or (existing / "config.json").is_file():
+        return {"default": str(existing) if (existing / "config.json").is_file() else None, "published": False}
+    write_folder_atomic(DEFAULT_STUDENT, lambda folder: shutil.copytree(student, folder, dirs_exist_ok=True))
+    return {"default": DEFAULT_STUDENT, "published": True}
 
 
 def stage_features(s: DemoSettings, size: int, out: Path) -> tuple[Path, Stage]:
@@ -178,6 +193,22 @@ def stage_stream(s: DemoSettings, student: str, out: Path) -> Stage:
     return Stage("stream", note=f"{s.stream_frames} synthetic frames at {s.stream_size} px, skip threshold 0.01",
                  results={**stats.summary(), "input": str(out / "stream" / "input.gif"),
                           "output": str(out / "stream" / "stylised.gif"), "style": str(out / "stream" / "style.png")})
+
+
+def stage_t2i(s: DemoSettings, teacher_path: Path, out: Path) -> Stage:
+    """The compressed few-step text-to-image student (`muon-ad distill-t2i configs/t2i-tiny.yaml`) of the demo's
+    teacher; teacher and student on the same prompts and seeds, with their parameters, FLOPs per UNet call and
+    seconds per image (as `bench t2i` measures them)."""
+    teacher = load_teacher(teacher_path)
+    cfg = load_config(DistillT2IConfig, T2I_CONFIG, s.t2i_overrides + [
+        f"train.teacher={teacher_path}", f"train.out_dir={out / 't2i'}", f"data.size={teacher.image_size}"])
+    student = load_teacher(distill_t2i(cfg))
+    results = {**t2i_bench.costs(teacher, student, 1 if s.quick else 5, "cpu"), "variant": cfg.student.variant,
+               "teacher_steps": teacher.default_steps, "student_steps": student.default_steps,
+               "folder": str(out / "t2i" / "student"), "samples": str(out / "t2i" / "samples.png")}
+    return Stage("t2i", note=f"BK-SDM '{cfg.student.variant}' student, {cfg.schedule.compress_steps} compression + "
+                 f"{cfg.schedule.consistency_steps} consistency steps; {student.default_steps} LCM steps vs the "
+                 f"teacher's {teacher.default_steps} DDIM steps", results=results)
 
 
 def stage_not_built() -> list[Stage]:

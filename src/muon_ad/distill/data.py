@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from muon_ad.checks import fields_within
 from muon_ad.data import COCOStuff, ImageFolder, ProceduralScenes, ProceduralTextures, StyleFolder, TextureFolder
 from muon_ad.data.bank import ImageBank
 from muon_ad.errors import UserError
+from muon_ad.training.loop import progress_bar
 
 CONTENT_SOURCES = ("scenes", "coco-stuff", "folder")
 STYLE_SOURCES = ("textures", "wikiart", "dtd", "folder")
@@ -70,7 +70,11 @@ def load_bank(dataset: Dataset, count: int, seed: int, desc: str) -> LabelledBan
     """At most `count` items of `dataset` (a seeded random subset when it has more) as a bank."""
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(dataset), generator=generator)[:count] if len(dataset) > count else range(len(dataset))
-    items = [dataset[int(i)] for i in tqdm(order, desc=desc, leave=False)]
+    items = [item for i in progress_bar(desc=desc, iterable=order, leave=False) if (item := dataset[int(i)]) is not None]  # None: a bad file
+    if hasattr(dataset, "report"):
+        dataset.report()  # one line: read, skipped (and why), converted
+    if not items:
+        raise UserError(f"{desc}: no usable image")
     images = torch.stack([((it["image"] + 1) * 127.5).round().to(torch.uint8) for it in items])
     return LabelledBank(images, [it["caption"] for it in items], torch.tensor([it["label"] for it in items]))
 

@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from muon_ad.distill.data import PairSet
 from muon_ad.io import write_text_atomic
 from muon_ad.models.teacher import Teacher
 from muon_ad.synthesis import stylize_batch
+from muon_ad.training import progress_bar
 
 log = logging.getLogger("muon_ad.distill")
 
@@ -68,7 +68,7 @@ def build_target_bank(
     if path.is_file() and meta.is_file() and json.loads(meta.read_text()) == settings:
         return TargetBank(**load_file(str(path)))
     start, images = time.time(), []
-    for i in tqdm(range(0, len(content_index), batch_size), desc="AD targets", leave=False):
+    for i in progress_bar(desc="AD targets", iterable=range(0, len(content_index), batch_size), leave=False):
         content, style, _, _ = pairs.batch(content_index[i : i + batch_size], style_index[i : i + batch_size],
                                            teacher.device)
         images.append(stylize_batch(teacher, content, style, steps, lr).cpu())

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from muon_ad.data.images import is_image_file, load_rgb, to_tensor
+from muon_ad.data.images import BadImageError, SkipSummary, is_image_file, load_rgb, to_tensor
 from muon_ad.errors import UserError
 from muon_ad.eval.fid import (
     FID_LABELS,
@@ -34,20 +34,52 @@ log = logging.getLogger("muon_ad.eval")
 MIN_RELIABLE_SAMPLES = 50
 
 
-def load_images(folder: str | Path) -> list[Tensor]:
-    """Every image file in `folder`, sorted by name (so pairs line up), as (3,H,W) tensors in [-1,1]."""
+def read_images(folder: str | Path) -> list[Tensor | None]:
+    """Every image file in `folder`, sorted by name (so pairs line up), as (3,H,W) tensors in [-1,1]; None where a
+    file is unreadable, truncated or tiny (skipped and counted: one summary line)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"image folder not found: {folder}")
     files = sorted(f for f in folder.iterdir() if is_image_file(f))
     if not files:
         raise UserError(f"no image files in {folder}")
-    return [to_tensor(load_rgb(file)) for file in files]
+    summary, images = SkipSummary(len(files)), []
+    for i, file in enumerate(files):
+        try:
+            images.append(to_tensor(load_rgb(file)))
+            summary.mark_ok(i)
+        except BadImageError as error:
+            images.append(None)
+            summary.mark_bad(i, error.reason)
+    if summary.skipped:
+        log.warning("%s: %s", folder, summary)
+    return images
+
+
+def load_images(folder: str | Path) -> list[Tensor]:
+    """The usable images of `folder` (`read_images` without the skipped ones)."""
+    images = [image for image in read_images(folder) if image is not None]
+    if not images:
+        raise UserError(f"no usable image in {folder}")
+    return images
 
 
 def _as_images(source: str | Path | Images) -> list[Tensor]:
     # A list, because a set is read more than once (features, then SSIM pairs) and may be a generator.
     return load_images(source) if isinstance(source, (str, Path)) else list(iter_images(source))
+
+
+def _aligned(fake_all: list[Tensor | None], refs: str | Path | Images) -> tuple[list[Tensor], list[Tensor]]:
+    """(images, references) as pairs; a pair is dropped when either file of it was skipped, so the rest stay aligned."""
+    refs_all = read_images(refs) if isinstance(refs, (str, Path)) else list(iter_images(refs))
+    if len(refs_all) != len(fake_all):
+        raise UserError(f"SSIM needs aligned pairs: {len(fake_all)} images vs {len(refs_all)} references")
+    pairs = [(a, b) for a, b in zip(fake_all, refs_all) if a is not None and b is not None]
+    if len(pairs) < len(fake_all):
+        log.warning("SSIM/PSNR on %d of %d pairs (a pair with a skipped file is left out)", len(pairs), len(fake_all))
+    if not pairs:
+        raise UserError("no usable (image, reference) pair for SSIM")
+    return [a for a, _ in pairs], [b for _, b in pairs]
 
 
 def evaluate_images(
@@ -70,7 +102,11 @@ def evaluate_images(
     """
     kind = feature if isinstance(feature, str) else "domain"
     extractor = load_feature_extractor(feature, feature_path) if isinstance(feature, str) else feature
-    fake, real = _as_images(fake), _as_images(real)
+    fake_all = read_images(fake) if isinstance(fake, (str, Path)) else list(iter_images(fake))
+    pairs = _aligned(fake_all, pairs_with) if pairs_with is not None else None
+    if not any(image is not None for image in fake_all):
+        raise UserError(f"no usable image in {fake}")
+    fake, real = [image for image in fake_all if image is not None], _as_images(real)
     fake_f = extract_features(fake, extractor, batch_size, device)
     real_f = extract_features(real, extractor, batch_size, device)
     suffix = "" if kind == "inception" else "_domain"
@@ -88,10 +124,8 @@ def evaluate_images(
         metrics["warning"] = (f"FID/KID on {smallest} images (fewer than {MIN_RELIABLE_SAMPLES}): noisy and biased, "
                               "compare only with sets of the same size")
         log.warning("%s", metrics["warning"])
-    if pairs_with is not None:
-        refs = _as_images(pairs_with)
-        if len(refs) != len(fake):
-            raise UserError(f"SSIM needs aligned pairs: {len(fake)} images vs {len(refs)} references")
+    if pairs is not None:
+        fake, refs = pairs
         # References of another size (AD outputs are the teacher's size, contents are photos) are resized to
         # their image's size: SSIM compares structure at the size the image was made at.
         refs = [ref if ref.shape == image.shape else
@@ -108,10 +142,8 @@ _NAMES = {
     "num_real": "reference images",
     "fid": FID_LABELS["inception"],
     "fid_domain": FID_LABELS["domain"],
-    "kid_mean": "KID (mean)",
-    "kid_std": "KID (std)",
-    "kid_domain_mean": "KID-domain (mean)",
-    "kid_domain_std": "KID-domain (std)",
+    "kid_mean": "KID (mean ± std over subsets)",
+    "kid_domain_mean": "KID-domain (mean ± std over subsets)",
     "ssim": "SSIM",
     "warning": "warning",
     "psnr": "PSNR (dB)",
@@ -122,7 +154,10 @@ def to_markdown(metrics: dict) -> str:
     """A two-column Markdown table of `metrics`, with report names (FID-domain, never bare FID, for domain)."""
     rows = ["| metric | value |", "|---|---|"]
     for key, value in metrics.items():
+        if key.startswith("kid") and key.endswith("_std") and key.replace("_std", "_mean") in metrics:
+            continue  # shown with its mean: a KID without its spread over subsets reads as more exact than it is
         if isinstance(value, float):
-            value = f"{value:.4g}"
+            std = metrics.get(key.replace("_mean", "_std")) if key.startswith("kid") else None
+            value = f"{value:.4g} ± {std:.2g}" if isinstance(std, float) else f"{value:.4g}"
         rows.append(f"| {_NAMES.get(key, key)} | {value} |")
     return "\n".join(rows) + "\n"

@@ -18,14 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, LCMScheduler, UNet2DConditionModel
 from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from muon_ad import DEFAULT_GUIDANCE_SCALE, DEFAULT_TEACHER
+from muon_ad import DEFAULT_GUIDANCE_SCALE, DEFAULT_TEACHER, default_path, missing_hint
 from muon_ad.checks import fields_within, finite_tensors, fits_memory
 from muon_ad.errors import UserError
 from muon_ad.io import write_folder_atomic
 _REQUIRED = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+# A folder's own sampling defaults (a few-step student's steps and guidance), beside the diffusers components.
+SAMPLING_FILE = "sampling.json"
+TEACHER_STEPS = 30  # DDIM steps of a teacher folder without SAMPLING_FILE
 
 
 @dataclass
@@ -69,7 +72,17 @@ class Teacher:
     vae: AutoencoderKL
     text_encoder: CLIPTextModel
     tokenizer: PreTrainedTokenizerBase
-    scheduler: DDIMScheduler
+    scheduler: DDIMScheduler | LCMScheduler
+    # {"steps", "guidance_scale"} a folder samples with by default (a few-step student: its steps, no guidance)
+    sampling: dict | None = None
+
+    @property
+    def default_steps(self) -> int:
+        return (self.sampling or {}).get("steps", TEACHER_STEPS)
+
+    @property
+    def default_guidance(self) -> float:
+        return (self.sampling or {}).get("guidance_scale", DEFAULT_GUIDANCE_SCALE)
 
     @property
     def device(self) -> torch.device:
@@ -92,6 +105,15 @@ class Teacher:
         for module in (self.unet, self.vae, self.text_encoder):
             module.requires_grad_(False).eval()
         return self
+
+    def check_prompts(self, prompts: list[str]) -> None:
+        """One line for a prompt longer than the tokenizer takes (it would be cut silently otherwise)."""
+        limit = self.tokenizer.model_max_length
+        for prompt in prompts:
+            tokens = len(self.tokenizer(prompt, truncation=False).input_ids)
+            if tokens > limit:
+                raise UserError(f"prompt {prompt[:40]!r}{'...' if len(prompt) > 40 else ''} is {tokens} tokens; "
+                                f"this model's tokenizer takes at most {limit}")
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Text embeddings (B, tokens, dim) for the UNet's cross-attention."""
@@ -122,13 +144,20 @@ class Teacher:
         return images.clamp(-1, 1)
 
     @torch.no_grad()
-    def sample(self, prompts: list[str], steps: int = 30, guidance_scale: float = DEFAULT_GUIDANCE_SCALE, seed: int = 0) -> torch.Tensor:
-        """Images (N, 3, H, W) in [-1, 1] drawn with diffusers' StableDiffusionPipeline (DDIM)."""
+    def sample(self, prompts: list[str], steps: int | None = None, guidance_scale: float | None = None,
+               seed: int = 0, size: int | None = None) -> torch.Tensor:
+        """Images (N, 3, size, size) in [-1, 1] drawn with diffusers' StableDiffusionPipeline and the folder's scheduler
+        (DDIM, or LCM for a few-step student); steps and guidance default to the folder's (`default_steps`), size to
+        the training size."""
+        self.check_prompts(prompts)
+        steps = self.default_steps if steps is None else steps
+        guidance_scale = self.default_guidance if guidance_scale is None else guidance_scale
         pipe = self.pipeline()
         pipe.set_progress_bar_config(disable=True)
         generator = torch.Generator(self.device).manual_seed(seed)
+        size = size or self.image_size
         out = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance_scale, generator=generator,
-                   output_type="pt", height=self.image_size, width=self.image_size)
+                   output_type="pt", height=size, width=size)
         return out.images * 2 - 1
 
     def pipeline(self):
@@ -214,20 +243,27 @@ def training_scheduler() -> DDIMScheduler:
 
 def load_teacher(path: str | Path = DEFAULT_TEACHER, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Teacher:
     """Load a diffusers-format teacher folder (SD-1.5 layout) offline, frozen and in eval mode."""
-    folder = Path(path)
+    folder = default_path(DEFAULT_TEACHER) if str(path) == DEFAULT_TEACHER else Path(path)
     if not folder.is_dir():
-        hint = " (train the built-in one with: muon-ad train-teacher configs/teacher-tiny.yaml)" if str(path) == DEFAULT_TEACHER else ""
+        hint = f" ({missing_hint(DEFAULT_TEACHER, '--teacher')})" if str(path) == DEFAULT_TEACHER else ""
         raise UserError(f"teacher folder not found: {folder}{hint}")
     missing = [name for name in _REQUIRED if not (folder / name).is_dir()]
     if missing:
         raise UserError(f"{folder} is not a diffusers SD folder: missing {', '.join(m + '/' for m in missing)}")
+    scheduler_class = DDIMScheduler  # SD-1.5's PNDM is sampled with DDIM here; a few-step student keeps its LCM
+    sampling = None
     try:
+        if json.loads((folder / "scheduler" / "scheduler_config.json").read_text()).get("_class_name") == "LCMScheduler":
+            scheduler_class = LCMScheduler
+        if (folder / SAMPLING_FILE).is_file():
+            sampling = json.loads((folder / SAMPLING_FILE).read_text())
         teacher = Teacher(
             unet=UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True),
             vae=AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True),
             text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True),
             tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
-            scheduler=DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True),
+            scheduler=scheduler_class.from_pretrained(folder / "scheduler", local_files_only=True),
+            sampling=sampling,
         )
     except (OSError, ValueError, json.JSONDecodeError) as error:
         raise UserError(f"cannot load teacher from {folder}: {str(error).splitlines()[0]}") from None
@@ -258,6 +294,8 @@ def save_teacher(teacher: Teacher, path: str | Path) -> Path:
             "requires_safety_checker": False,
         }
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+        if teacher.sampling is not None:
+            (tmp / SAMPLING_FILE).write_text(json.dumps(teacher.sampling, indent=2))
 
     return write_folder_atomic(path, write)
 

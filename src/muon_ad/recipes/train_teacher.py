@@ -23,7 +23,6 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from diffusers.training_utils import EMAModel, compute_snr
-from tqdm.auto import tqdm
 
 from muon_ad import DEFAULT_GUIDANCE_SCALE
 from muon_ad.checks import fields_within, writable_output
@@ -107,7 +106,7 @@ class TrainTeacherConfig:
 
 def build_bank(cfg: TeacherDataConfig) -> ImageBank:
     sets = [ProceduralTextures(cfg.textures, cfg.size, cfg.seed), ProceduralScenes(cfg.scenes, cfg.size, cfg.seed)]
-    items = [d[i] for d in sets for i in tqdm(range(len(d)), desc="making built-in images", leave=False)]
+    items = [d[i] for d in sets for i in progress_bar(desc="making built-in images", iterable=range(len(d)), leave=False)]
     images = torch.stack([((it["image"] + 1) * 127.5).round().to(torch.uint8) for it in items])
     return ImageBank(images, [it["caption"] for it in items])
 

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from PIL import Image
 
-from muon_ad import DEFAULT_DISTILL_DIR
+from muon_ad import DEFAULT_STUDENT, default_path
 from muon_ad.data.images import to_tensor
 from muon_ad.errors import UserError
 from muon_ad.models.student import Student, load_student, pad_to_multiple
@@ -86,8 +86,8 @@ class OnnxStudent:
 
 
 def default_student() -> Path:
-    """Where `muon-ad distill` saves its student by default."""
-    return Path(DEFAULT_DISTILL_DIR) / "student"
+    """The student `muon-ad distill` (or `make demo`) saved by default, as found (`muon_ad.default_path`)."""
+    return default_path(DEFAULT_STUDENT)
 
 
 def load_backend(path: str | Path, device: str = "cpu") -> StudentBackend:

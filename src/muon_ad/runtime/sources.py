@@ -10,17 +10,32 @@ happily writes a TIFF file named `.mp4`.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from torch import Tensor
 
-from muon_ad.data.images import array_to_tensor, is_image_file, load_rgb, save_image_atomic, to_pil, to_tensor
+from muon_ad.data.images import (
+    BadImageError,
+    SkipSummary,
+    array_to_tensor,
+    is_image_file,
+    open_image,
+    save_image_atomic,
+    to_pil,
+    to_rgb,
+    to_tensor,
+)
 from muon_ad.data.procedural import make_scene
 from muon_ad.errors import UserError
 
 VIDEO_EXTENSIONS = (".gif", ".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+log = logging.getLogger("muon_ad.runtime")
 
 
 def _video_plugin(path: Path) -> str:
@@ -49,13 +64,27 @@ def video_frames(path: str | Path, size: int | None = None) -> Iterator[Tensor]:
 
 
 def folder_frames(folder: str | Path, size: int | None = None) -> Iterator[Tensor]:
-    """The image files of `folder` in name order (frame_0001.png, ...), as frames."""
+    """The image files of `folder` in name order (frame_0001.png, ...), as frames. An unreadable or truncated file is
+    skipped and counted (one summary line at the end), as a dropped frame would be; none usable is an error."""
     folder = Path(folder)
     files = sorted(f for f in folder.iterdir() if is_image_file(f)) if folder.is_dir() else []
     if not files:
         raise UserError(f"no image files in {folder}" if folder.is_dir() else f"frame folder not found: {folder}")
-    for file in files:
-        yield to_tensor(load_rgb(file), size)
+    summary = SkipSummary(len(files))
+    for i, file in enumerate(files):
+        try:
+            image = open_image(file, min_size=1)
+            frame = to_tensor(to_rgb(image), size)
+        except BadImageError as error:
+            summary.mark_bad(i, error.reason)
+            log.warning("skipping %s", error)
+            continue
+        summary.mark_ok(i, converted=image.mode != "RGB")
+        yield frame
+    if summary.skipped:
+        log.warning("%s: %s", folder, summary)
+    if sum(summary.skipped.values()) == len(files):
+        raise UserError(f"no usable frame in {folder}: {summary}")
 
 
 def synthetic_frames(size: int = 256, count: int = 48, drift: float = 3.0, hold: int = 6, seed: int = 0) -> Iterator[Tensor]:
@@ -95,16 +124,21 @@ def open_source(spec: str, size: int | None = None, count: int = 48, seed: int =
 
 class FrameWriter:
     """Writes frames as they come: numbered PNGs into folder `out`, or one video when `out` has a video
-    extension (GIF always; other containers need a video backend, see `_video_plugin`)."""
+    extension (GIF always; other containers need a video backend, see `_video_plugin`).
+
+    Nothing half-written: frames go to a temporary `.NAME.tmp-PID` next to `out`, renamed to `out` (replacing an old
+    one) when the writer closes normally; if the stream fails or is interrupted, the temporary is removed and any
+    previous `out` is untouched."""
 
     def __init__(self, out: str | Path, fps: float = 24.0) -> None:
         self.out, self.count, self._video = Path(out), 0, None
+        self.tmp = self.out.with_name(f".{self.out.stem}.tmp-{os.getpid()}{self.out.suffix}")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
         if self.out.suffix.lower() in VIDEO_EXTENSIONS:
             plugin = _video_plugin(self.out)
             import imageio.v3 as iio
 
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            self._video = iio.imopen(self.out, "w", plugin=plugin)
+            self._video = iio.imopen(self.tmp, "w", plugin=plugin)  # the temporary keeps the suffix
             # GIF timing is milliseconds per frame, and Pillow merges identical consecutive frames into one
             # longer frame (so a GIF read back may have fewer frames, same timing). PyAV opens its stream on
             # the first write.
@@ -112,17 +146,27 @@ class FrameWriter:
 
     def write(self, frame: Tensor) -> None:
         if self._video is None:
-            save_image_atomic(frame, self.out / f"frame_{self.count:05d}.png")
+            save_image_atomic(frame, self.tmp / f"frame_{self.count:05d}.png")
         else:
             self._video.write(np.asarray(to_pil(frame)), is_batch=False, **self._options)
         self.count += 1
 
-    def close(self) -> None:
+    def close(self, keep: bool = True) -> None:
+        """Finish: move the frames into place (`keep`), or throw them away."""
         if self._video is not None:
             self._video.close()
+            self._video = None
+        if not self.tmp.exists():
+            return
+        if not keep:
+            shutil.rmtree(self.tmp) if self.tmp.is_dir() else self.tmp.unlink()
+            return
+        if self.out.is_dir():
+            shutil.rmtree(self.out)
+        os.replace(self.tmp, self.out)
 
     def __enter__(self) -> FrameWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(keep=exc_type is None)

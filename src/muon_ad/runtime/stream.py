@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from muon_ad.runtime.stylizer import Stylizer
+from muon_ad.training.loop import progress_bar
 
 
 @dataclass
@@ -53,7 +53,7 @@ def run_stream(
     """Stylise each frame and hand it to `sink`; shows FPS over the last 10 frames while it runs."""
     stats = StreamStats()
     recent: deque[float] = deque(maxlen=10)
-    bar = tqdm(desc="stream", unit="frame", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(desc="stream", unit="frame", disable=not progress)
     source = iter(frames)
     try:
         while True:

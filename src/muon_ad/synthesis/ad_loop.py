@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 import torch
 from diffusers import DDIMScheduler
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from muon_ad.attention import AttentionCapture, ad_loss, content_loss, self_attention_layer_names
 from muon_ad.attention.capture import LayerSpec
@@ -39,7 +38,7 @@ from muon_ad.checks import within
 from muon_ad.errors import UserError
 from muon_ad.models.teacher import Teacher, noise_scheduler
 from muon_ad.optim.latent import LatentMuon
-from muon_ad.training import NonFiniteGuard, all_finite
+from muon_ad.training import NonFiniteGuard, all_finite, progress_bar
 
 OPTIMIZERS = ("adam", "muon")
 # Adam: the published lr (SD-1.5 latents have unit scale, as the tiny teacher's do), also the best of the
@@ -219,7 +218,7 @@ def optimize_latent(
         optimizers = [make(x) for make, x in zip(factories, samples)]
     history: History = []
     guard = NonFiniteGuard(NONFINITE_LIMIT, "a learning rate (--lr) too high", kept="nothing was written")
-    bar = tqdm(timesteps, desc="AD", disable=not progress, leave=False)
+    bar = progress_bar(desc="AD", iterable=timesteps, disable=not progress, leave=False)
     for step, t in enumerate(bar):
         history.append({"step": step, "timestep": int(t), **ad_step(objective, samples, optimizers, int(t))})
         guard.observe(step + 1, all_finite(history[-1]["loss"]))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from PIL import Image
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from muon_ad import DEFAULT_GUIDANCE_SCALE
 from muon_ad.attention.capture import LayerSpec
@@ -27,7 +26,7 @@ from muon_ad.synthesis.ad_loop import (
     split_samples,
 )
 from muon_ad.synthesis.transfer import fit_size, image_batch, size_multiple
-from muon_ad.training import NonFiniteGuard, all_finite
+from muon_ad.training import NonFiniteGuard, all_finite, progress_bar
 
 # Adam: published with a text prompt. Muon: not tuned; LatentMuon's first steps have Adam's size per element.
 GUIDED_LR = {"adam": 0.015, "muon": 0.015}
@@ -36,17 +35,18 @@ GUIDED_LR = {"adam": 0.015, "muon": 0.015}
 def guided_sample(
     teacher: Teacher, prompts: list[str], style: Image.Image, steps: int = 30, guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
     seed: int = 0, ad_iters: int = 3, optimizer: str = "adam", lr: float | None = None, layers: LayerSpec = None,
-    progress: bool = True,
+    progress: bool = True, size: int | None = None,
 ) -> tuple[Tensor, History]:
-    """Images (N, 3, H, W) in [-1, 1] for `prompts`, steered toward `style`; and the AD loss of every step."""
+    """Images (N, 3, size, size) in [-1, 1] for `prompts` (size: default the teacher's), steered toward `style`; and
+    the AD loss of every step."""
     lr = resolve_lr(optimizer, lr, GUIDED_LR)
-    size = teacher.image_size
+    size = size or teacher.image_size
     with torch.no_grad():
         style_latent = teacher.encode_images(image_batch(style, fit_size(*style.size, size, size_multiple(teacher))))
     objective = ADObjective(teacher, style_latent, layers=layers, noise_seed=seed)
     history: History = []
     guard = NonFiniteGuard(NONFINITE_LIMIT, "a learning rate too high", kept="nothing was written")
-    bar = tqdm(total=steps, desc=f"AD-guided sampling ({optimizer})", disable=not progress, leave=False)
+    bar = progress_bar(steps, desc=f"AD-guided sampling ({optimizer})", disable=not progress, leave=False)
     pipe = teacher.pipeline()
     pipe.set_progress_bar_config(disable=True)
 

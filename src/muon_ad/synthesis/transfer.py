@@ -22,6 +22,7 @@ from torch import Tensor
 
 from muon_ad.attention import AttentionCapture, ad_loss, content_loss
 from muon_ad.attention.capture import LayerSpec
+from muon_ad.checks import fit_size
 from muon_ad.data.images import array_to_tensor, to_rgb
 from muon_ad.errors import UserError
 from muon_ad.models.teacher import Teacher
@@ -49,12 +50,6 @@ class SynthesisResult:
 def size_multiple(teacher: Teacher) -> int:
     """Image sides must be divisible by this: the VAE's factor times the UNet's total downsampling."""
     return teacher.vae_scale_factor * 2 ** (len(teacher.unet.config.block_out_channels) - 1)
-
-
-def fit_size(width: int, height: int, short_side: int, multiple: int) -> tuple[int, int]:
-    """(width, height) scaled to `short_side` on the short side, each rounded to the nearest `multiple`."""
-    scale = short_side / min(width, height)
-    return tuple(max(multiple, round(side * scale / multiple) * multiple) for side in (width, height))
 
 
 def _style_size(teacher: Teacher, style: Image.Image, short_side: int) -> tuple[int, int]:

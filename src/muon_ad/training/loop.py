@@ -4,17 +4,69 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
+from typing import TextIO
 
 from tqdm.auto import tqdm
 
 log = logging.getLogger("muon_ad.training")
 
 
-def progress_bar(total: int, initial: int, desc: str) -> tqdm:
-    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
+def progress_bar(total: int | None = None, initial: int = 0, desc: str = "", *, iterable: Iterable | None = None,
+                 leave: bool = True, unit: str = "it", disable: bool = False, every: int | None = None,
+                 stream: TextIO | None = None):
+    """The one progress display of every loop (training, AD, banks, streams): a tqdm bar on a terminal; written
+    to a file or a pipe, a plain line every `every` steps instead (default: about 10 lines a run, or every 100 when
+    the length is unknown), because a bar's carriage-return redraws fill a log with thousands of updates.
+    Either way the object has tqdm's `update`, `set_postfix`, `close` and iteration over `iterable`."""
+    stream = stream or sys.stderr
+    if disable or stream.isatty():
+        return tqdm(iterable, total=total, initial=initial, desc=desc, leave=leave, unit=unit, disable=disable,
+                    dynamic_ncols=True, file=stream)
+    return LineProgress(iterable, total, initial, desc, unit, every, stream)
+
+
+class LineProgress:
+    """A progress display for logs: `desc: n/total (rate unit/s) key=value ...`, one line every `every` steps and at
+    the end."""
+
+    def __init__(self, iterable: Iterable | None, total: int | None, initial: int, desc: str, unit: str,
+                 every: int | None, stream: TextIO) -> None:
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        self.iterable, self.total, self.n, self.desc, self.unit, self.stream = iterable, total, initial, desc, unit, stream
+        self.every = every or (max(1, total // 10) if total else 100)
+        self.postfix: dict[str, object] = {}
+        self._start, self._start_n, self._last_line = time.perf_counter(), initial, initial
+
+    def __iter__(self) -> Iterator:
+        for item in self.iterable:
+            yield item
+            self.update()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.n // self.every > self._last_line // self.every or self.n == self.total:
+            self._line()
+
+    def set_postfix(self, refresh: bool = True, **values: object) -> None:
+        self.postfix = values
+
+    def close(self) -> None:
+        if self.n != self._last_line:
+            self._line()
+
+    def _line(self) -> None:
+        self._last_line = self.n
+        seconds = time.perf_counter() - self._start
+        rate = (self.n - self._start_n) / seconds if seconds > 0 else 0.0
+        done = f"{self.n}/{self.total}" if self.total else str(self.n)
+        extra = "".join(f" {k}={v}" for k, v in self.postfix.items())
+        print(f"{self.desc}: {done} ({rate:.2f} {self.unit}/s){extra}", file=self.stream, flush=True)
 
 
 class GracefulStop:
