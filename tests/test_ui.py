@@ -113,7 +113,9 @@ def test_api_student_texture_sample_and_video(served, client):
 
     gallery, _, status = client.predict("a stripes\nstripes", 2, 3.0, 0, None, "Adam", 1, str(root / "teacher"),
                                         api_name="/sample")
-    assert [g["caption"] for g in gallery] == ["a stripes", "stripes"]
+    assert [g["caption"] for g in gallery] == ["a stripes", "stripes"] and "2 steps, guidance 3," in status
+    _, _, status = client.predict("stripes", 0, None, 0, None, "Adam", 1, str(root / "teacher"), api_name="/sample")
+    assert "30 steps, guidance 3," in status  # the folder's own (a teacher's: 30 DDIM steps)
     assert Image.open(gallery[0]["image"]).size == (32, 32)
 
     _, gif, status = client.predict(handle_file(str(root / "clip.gif")), handle_file(str(root / "style.png")),

@@ -120,8 +120,9 @@ def build_app(teacher_dir: str = DEFAULT_TEACHER, student_dir: str | None = None
                 prompts = gr.Textbox("blue and orange stripes", label="Prompts (one per line)", lines=3)
                 t2i_style = _picture("Style (optional)", "t2i-style")
             with gr.Row():
-                t2i_steps = gr.Slider(1, 1000, 30, step=1, label="DDIM steps")
-                guidance = gr.Slider(0, 15, 3.0, step=0.5, label="Guidance scale")
+                t2i_steps = gr.Slider(0, 1000, 0, step=1, label="Steps (0: the folder's own: 30 for a teacher, a "
+                                      "few-step student's few)")
+                guidance = gr.Number(None, minimum=0, label="Guidance scale (empty: the folder's own)")
                 t2i_seed = gr.Number(0, precision=0, label="Seed")
                 t2i_optimizer = gr.Radio(list(OPTIMIZERS), value="Adam", label="AD optimiser (with a style)")
                 ad_iters = gr.Slider(0, 10, 3, step=1, label="AD steps per DDIM step (with a style)")

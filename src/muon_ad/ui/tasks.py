@@ -110,25 +110,30 @@ def texture_task(exemplar, height: float, width: float, optimizer: str, steps: f
 
 
 @one_line_errors
-def sample_task(prompts: str, steps: float, guidance: float, seed: float, style, optimizer: str, ad_iters: float,
-                model_dir: str, device: str = "cpu", progress=gr.Progress(track_tqdm=True)) -> tuple:
-    """Text-to-image from any diffusers SD folder (the teacher, or a few-step text-to-image student); with a
-    style image, AD-guided sampling (and its loss curve)."""
+def sample_task(prompts: str, steps: float, guidance: float | None, seed: float, style, optimizer: str,
+                ad_iters: float, model_dir: str, device: str = "cpu", progress=gr.Progress(track_tqdm=True)) -> tuple:
+    """Text-to-image from any diffusers SD folder (the teacher, or a few-step text-to-image student); steps 0 and
+    no guidance: the folder's own (a student's `sampling.json`). With a style image, AD-guided sampling (and its
+    loss curve)."""
     lines = [line.strip() for line in (prompts or "").splitlines() if line.strip()]
     if not lines:
         raise UserError("write a prompt (one per line for several images)")
-    checks.within("steps", steps, 1, 1000)
-    checks.within("guidance", guidance, 0)
+    checks.within("steps", steps, 0, 1000)
+    if guidance is not None:
+        checks.within("guidance", guidance, 0)
     model = live.teacher(model_dir, device)
+    steps = int(steps) or model.default_steps
+    guidance = model.default_guidance if guidance is None else guidance
     start = time.perf_counter()
     if style is None:
-        images, history = model.sample(lines, steps=int(steps), guidance_scale=guidance, seed=int(seed)), []
+        images, history = model.sample(lines, steps=steps, guidance_scale=guidance, seed=int(seed)), []
     else:
         checks.one_of("optimizer", optimizer, OPTIMIZERS)
-        images, history = guided_sample(model, lines, _image(style, "a style image"), int(steps), guidance, int(seed),
+        images, history = guided_sample(model, lines, _image(style, "a style image"), steps, guidance, int(seed),
                                         int(ad_iters), OPTIMIZERS[optimizer])
     gallery = [(to_pil(image), line) for image, line in zip(images, lines)]
-    return gallery, loss_frame(history, ("loss",)), f"{len(lines)} image(s) in {time.perf_counter() - start:.1f} s"
+    return gallery, loss_frame(history, ("loss",)), (f"{len(lines)} image(s), {steps} steps, guidance {guidance:g}, "
+                                                     f"in {time.perf_counter() - start:.1f} s")
 
 
 @one_line_errors
