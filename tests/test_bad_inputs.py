@@ -135,6 +135,10 @@ CASES = [
      "--finetune-steps must be"),
     (["prune", "{tmp}/no-student", "--keep", "0.5", "--out", "/proc/p"], "cannot write in /proc"),
     (["prune", "{tmp}/bad-student", "--keep", "0.5", "--out", "{tmp}/run/p"], "must be one of 'cross_attention'"),
+    # ui
+    (["ui", "--port", "0"], "--port must be a finite number in [1, 65535], got 0"),
+    (["ui", "--port", "70000"], "--port must be"),
+    (["ui", "--device", "tpu"], "--device must be one of cpu, cuda"),
 ]
 
 

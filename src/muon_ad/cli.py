@@ -294,18 +294,15 @@ def _stylize_with_student(folder: str, content: Path, style: Path, size: Optiona
     checks.image_file("--style", style)
     side = size if size is not None else min(width, height)
     checks.fits_memory(f"--size {side}", STUDENT_BYTES_PER_PIXEL * side * side * max(width, height) / min(width, height))
-    from muon_ad.data.images import load_rgb, save_image_atomic, to_tensor
-    from muon_ad.runtime import encode_style, load_backend, run_student
+    from muon_ad.data.images import load_rgb, save_image_atomic
+    from muon_ad.runtime import load_backend, stylize_image
 
     backend = load_backend(folder)
     content_image, style_image = load_rgb(content), load_rgb(style)
-    if size is not None:
-        scale = size / min(content_image.size)
-        content_image = content_image.resize((round(content_image.width * scale), round(content_image.height * scale)))
     start = time.perf_counter()
-    image = run_student(backend, to_tensor(content_image), encode_style(backend, to_tensor(style_image)))
+    image = stylize_image(backend, content_image, style_image, size)
     seconds = time.perf_counter() - start
-    save_image_atomic(image[0], out)
+    save_image_atomic(image, out)
     typer.echo(f"wrote {out} (student, {seconds * 1000:.0f} ms)")
 
 
@@ -523,6 +520,32 @@ def prune_command(
         raise UserError(f"--config {config}: no such file")
     folder = prune(student, keep, out, criterion, finetune_steps, config)
     typer.echo(f"pruned student: {folder}")
+
+
+@app.command("ui")
+def ui_command(
+    teacher: Optional[str] = typer.Option(None, help="Diffusers SD-layout folder for AD and text to image (changeable on the "
+                                          f"page); default: {DEFAULT_TEACHER}, as the other commands find it."),
+    student: Optional[str] = typer.Option(None, help="Student folder or exported .onnx (changeable on the page); "
+                                          f"default: the one `muon-ad distill` or `make demo` saves ({DEFAULT_STUDENT})."),
+    port: int = typer.Option(7860, help="Port of the web page: http://127.0.0.1:PORT"),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: reachable from other machines)."),
+    share: bool = typer.Option(False, "--share/--no-share", help="Also open a public gradio.live link (needs the internet)."),
+    device: str = typer.Option("cpu", help="cpu or cuda: where the models run."),
+) -> None:
+    """The web UI (Gradio, the optional `ui` extra): style transfer, textures, text to image, webcam/video."""
+    import importlib.util
+
+    checks.within("--port", port, 1, 65535)
+    checks.device("--device", device)
+    if importlib.util.find_spec("gradio") is None:
+        raise UserError("the web UI needs gradio: pip install -e '.[ui]'")
+    from muon_ad.ui import launch
+
+    typer.echo(f"muon-ad ui: open http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port} (Ctrl-C stops it)")
+    # Defaults as the other commands find them; a missing model is a one-line error on the page when it is used.
+    launch(teacher or str(default_path(DEFAULT_TEACHER)), student or str(default_path(DEFAULT_STUDENT)), device, host, port,
+           share)
 
 
 def main() -> None:

@@ -95,7 +95,7 @@ def teacher_ad_seconds(teacher: Teacher, resolution: int, timed_steps: int, devi
     timesteps = ddim_timesteps(teacher, STYLIZE_STEPS)[: timed_steps + 1]
     stamps = [time.perf_counter()]
 
-    def stamp(step: int, latent: torch.Tensor) -> None:
+    def stamp(row: dict, latent: torch.Tensor) -> None:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         stamps.append(time.perf_counter())

@@ -9,6 +9,7 @@ from muon_ad.runtime.backends import (
     encode_style,
     load_backend,
     run_student,
+    stylize_image,
 )
 from muon_ad.runtime.sources import FrameWriter, folder_frames, open_source, synthetic_frames, video_frames
 from muon_ad.runtime.stream import StreamStats, run_stream
@@ -28,6 +29,7 @@ __all__ = [
     "open_source",
     "run_student",
     "run_stream",
+    "stylize_image",
     "synthetic_frames",
     "video_frames",
 ]

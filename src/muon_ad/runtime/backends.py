@@ -23,7 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from PIL import Image
+
 from muon_ad import DEFAULT_STUDENT, default_path
+from muon_ad.data.images import to_tensor
 from muon_ad.errors import UserError
 from muon_ad.models.student import Student, load_student, pad_to_multiple
 
@@ -115,3 +118,12 @@ def run_student(backend: StudentBackend, contents: Tensor, code: Tensor) -> Tens
     height, width = contents.shape[-2:]
     images = backend.run(pad_to_multiple(contents, backend.multiple), code)
     return images[..., :height, :width].float().cpu().clamp(-1, 1)
+
+
+def stylize_image(backend: StudentBackend, content: Image.Image, style: Image.Image, size: int | None = None) -> Tensor:
+    """One content image in the style of `style`: (3, H, W) in [-1, 1], the content's short side resized to `size`
+    (aspect kept; None: as given). What `stylize --student` and the web UI run."""
+    if size is not None:
+        scale = size / min(content.size)
+        content = content.resize((round(content.width * scale), round(content.height * scale)))
+    return run_student(backend, to_tensor(content), encode_style(backend, to_tensor(style)))[0]

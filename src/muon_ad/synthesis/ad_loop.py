@@ -193,12 +193,13 @@ def ad_step(
 
 
 Factory = Callable[[Tensor], torch.optim.Optimizer]
+StepCallback = Callable[[dict[str, float], Tensor], None]  # (the step's history row, the latent after it)
 
 
 def optimize_latent(
     objective: ADObjective, latent: Tensor, timesteps: Sequence[int] | Tensor,
     optimizer: str | Factory | Sequence[Factory] = "adam", lr: float | None = None, progress: bool = True,
-    on_step: Callable[[int, Tensor], None] | None = None,
+    on_step: StepCallback | None = None,
 ) -> tuple[Tensor, History]:
     """Walk `timesteps` with one optimiser step each on the objective; return (latent, per-step losses).
 
@@ -223,5 +224,5 @@ def optimize_latent(
         guard.observe(step + 1, all_finite(history[-1]["loss"]))
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
         if on_step is not None:
-            on_step(step, torch.cat(samples).detach())
+            on_step(history[-1], torch.cat(samples).detach())
     return torch.cat(samples).detach(), history

@@ -29,6 +29,7 @@ from muon_ad.models.teacher import Teacher
 from muon_ad.synthesis.ad_loop import (
     ADObjective,
     History,
+    StepCallback,
     ddim_timesteps,
     default_ad_layers,
     optimize_latent,
@@ -81,10 +82,12 @@ def synthesize(
     teacher: Teacher, style: Image.Image, init: Tensor, content: Tensor | None = None, steps: int = STYLIZE_STEPS,
     optimizer: str = "adam", lr: float | None = None, content_weight: float = CONTENT_WEIGHT, tile: bool = False,
     masks: tuple[Tensor, Tensor] | None = None, layers: LayerSpec = None, progress: bool = True,
+    on_step: StepCallback | None = None,
 ) -> SynthesisResult:
     """Optimise the latent `init` under AD toward `style` (+ content loss toward `content`), then decode.
 
-    `init` and `content` are latents; the style image is resized to the latent's short side.
+    `init` and `content` are latents; the style image is resized to the latent's short side. `on_step(row,
+    latent)` sees each step's losses and latent as it runs (inside the tiling context, so it may decode).
     """
     lr = resolve_lr(optimizer, lr)  # a bad optimiser name fails before any encoding
     short_side = min(init.shape[-2:]) * teacher.vae_scale_factor
@@ -92,7 +95,8 @@ def synthesize(
         style_latent = teacher.encode_images(image_batch(style, _style_size(teacher, style, short_side)))
     objective = ADObjective(teacher, style_latent, content, content_weight, layers, masks)
     with circular_padding(teacher.unet, teacher.vae.decoder, enabled=tile):
-        latent, history = optimize_latent(objective, init, ddim_timesteps(teacher, steps), optimizer, lr, progress)
+        latent, history = optimize_latent(objective, init, ddim_timesteps(teacher, steps), optimizer, lr, progress,
+                                          on_step)
         with torch.no_grad():
             image = teacher.decode_latents(latent)[0]
     return SynthesisResult(image=image, latent=latent, history=history)
@@ -102,6 +106,7 @@ def stylize(
     teacher: Teacher, content: Image.Image, style: Image.Image, steps: int = STYLIZE_STEPS, optimizer: str = "adam",
     lr: float | None = None, content_weight: float = CONTENT_WEIGHT, size: int | None = None, tile: bool = False,
     masks: tuple[Image.Image, Image.Image] | None = None, layers: LayerSpec = None, progress: bool = True,
+    on_step: StepCallback | None = None,
 ) -> SynthesisResult:
     """Style transfer: start from the content latent, keep its queries (content loss), take the style's K/V.
 
@@ -116,13 +121,13 @@ def stylize(
     if masks is not None:
         masks = label_maps(masks, (out_size, _style_size(teacher, style, min(out_size))))
     return synthesize(teacher, style, content_latent, content_latent, steps, optimizer, lr, content_weight, tile,
-                      masks, layers, progress)
+                      masks, layers, progress, on_step)
 
 
 def texture(
     teacher: Teacher, exemplar: Image.Image, size: tuple[int, int] | None = None, steps: int = TEXTURE_STEPS,
     optimizer: str = "adam", lr: float | None = None, tile: bool = False, seed: int = 0, layers: LayerSpec = None,
-    progress: bool = True,
+    progress: bool = True, on_step: StepCallback | None = None,
 ) -> SynthesisResult:
     """Texture synthesis: start from Gaussian noise, AD loss only; size = (height, width), default square."""
     height, width = size or (teacher.image_size, teacher.image_size)
@@ -132,7 +137,7 @@ def texture(
     factor = teacher.vae_scale_factor
     shape = (1, teacher.unet.config.in_channels, height // factor, width // factor)
     init = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(teacher.device)
-    return synthesize(teacher, exemplar, init, None, steps, optimizer, lr, 0.0, tile, None, layers, progress)
+    return synthesize(teacher, exemplar, init, None, steps, optimizer, lr, 0.0, tile, None, layers, progress, on_step)
 
 
 def stylize_batch(
