@@ -5,10 +5,13 @@ from torch.utils.data import DataLoader
 
 from muon_ad.data.procedural import (
     PALETTES,
+    PHOTO_KINDS,
     SCENE_KINDS,
     TEXTURE_FAMILIES,
+    ProceduralPhotos,
     ProceduralScenes,
     ProceduralTextures,
+    make_photo,
     make_scene,
     make_texture,
     texture_caption,
@@ -101,3 +104,40 @@ def test_scenes_dataset_collates():
     assert batch["image"].shape == (3, 3, 32, 32) and len(batch["caption"]) == 3
     assert batch["label"].tolist() == [0, 1, 2] and ds.class_names == list(SCENE_KINDS)
     assert torch.equal(ds[4]["image"], ProceduralScenes(6, size=32, seed=1)[4]["image"])
+
+
+def test_photos_come_in_equal_grey_muted_colour_shares_and_are_seeded():
+    photos = ProceduralPhotos(30, 32, seed=0)
+    items = [photos[i] for i in range(30)]
+    images = [((it["image"] + 1) * 127.5).round().to(torch.int64) for it in items]
+    spread = [int((im.amax(0) - im.amin(0)).max()) for im in images]  # max over pixels of max(R,G,B) - min(R,G,B)
+    kinds = [PHOTO_KINDS[it["label"]] for it in items]
+    assert [kinds.count(k) for k in PHOTO_KINDS] == [10, 10, 10]
+    assert all(s == 0 for s, k in zip(spread, kinds) if k == "grey")  # exactly grey: R = G = B everywhere
+    # Muted: saturation <= 0.15, so the channel spread <= 0.15 * 255 times the shading's 1.15, plus rounding.
+    assert all(s <= 45 for s, k in zip(spread, kinds) if k == "muted")
+    assert sum(s > 45 for s, k in zip(spread, kinds) if k == "colour") >= 3
+    assert all(it["caption"] == f"a {k} photo" for it, k in zip(items, kinds))
+    assert torch.equal(photos[7]["image"], ProceduralPhotos(30, 32, seed=0)[7]["image"])
+    assert not torch.equal(photos[7]["image"], ProceduralPhotos(30, 32, seed=1)[7]["image"])
+    lightness = torch.stack([im.float().mean() for im in images])
+    assert lightness.min() < 80 and lightness.max() > 170  # dark and light photos both
+    with pytest.raises(UserError, match="grey"):
+        make_photo(32, np.random.default_rng(0), "sepia")
+
+
+def test_teacher_training_data_reads_no_file(monkeypatch):
+    """The built-in teacher's images are all generated: building its bank opens no file (tests/ fixtures included)."""
+    import builtins
+
+    import PIL.Image
+
+    from muon_ad.recipes.train_teacher import TeacherDataConfig, build_bank
+
+    opened = []
+    real_open, real_image_open = builtins.open, PIL.Image.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: opened.append(str(f)) or real_open(f, *a, **k))
+    monkeypatch.setattr(PIL.Image, "open", lambda f, *a, **k: opened.append(str(f)) or real_image_open(f, *a, **k))
+    bank = build_bank(TeacherDataConfig(textures=4, scenes=3, photos=3, size=16))
+    assert len(bank.images) == 10 and "a grey photo" in bank.captions
+    assert opened == []

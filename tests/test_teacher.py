@@ -65,7 +65,7 @@ def test_bad_folders_are_one_line_errors(tmp_path):
 def recipe(tmp_path, name, vae_steps=6, unet_steps=6):
     return TrainTeacherConfig(
         model=TINY_TEACHER,
-        data=TeacherDataConfig(textures=20, scenes=4, size=32),
+        data=TeacherDataConfig(textures=20, scenes=4, photos=4, size=32),
         train=TeacherTrainConfig(out_dir=str(tmp_path / name), vae_steps=vae_steps, unet_steps=unet_steps, batch_size=4,
                                  vae_crop=16, warmup_steps=1, checkpoint_every=3, sample_steps=2),
     )
@@ -78,7 +78,7 @@ def losses(folder, phase):
 
 def test_training_lowers_the_loss_and_saves_a_loadable_teacher(tmp_path):
     cfg = recipe(tmp_path, "run", vae_steps=40, unet_steps=40)
-    cfg.data.textures = 4  # a tiny bank, so forty steps visibly fit it
+    cfg.data.textures, cfg.data.photos = 4, 0  # a tiny bank, so forty steps visibly fit it
     cfg.train.vae_lr = cfg.train.unet_lr = 3e-3
     folder = train_teacher(cfg)
     out = tmp_path / "run"

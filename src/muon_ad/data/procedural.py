@@ -420,6 +420,64 @@ def make_scene(size: int, rng: np.random.Generator, kind: str | None = None) -> 
     return _finish(img, ss), f"{_join(words)} {place}"
 
 
+# ----------------------------------------------------------------------------------------------- photos
+# Photo-like colour fields, so the autoencoder learns natural-image colour statistics: the textures and scenes above
+# are saturated palettes and flat outlined colours, and an autoencoder trained on them alone turns a grey photo
+# purple. Each image is smooth luminance and colour variation (flat, gradient, blotchy field or a soft or hard
+# split such as a horizon or a wall edge), shading and film grain, in colours drawn as natural images have them:
+# hues crowd around earth/skin orange, foliage green and sky blue, saturation is mostly low, any lightness.
+# PHOTO_KINDS set the saturation and come in equal shares (item i is PHOTO_KINDS[i % 3]): a third exactly grey
+# (R = G = B), a third muted (HSV saturation <= 0.15), a third in natural colour.
+
+PHOTO_KINDS: tuple[str, ...] = ("grey", "muted", "colour")
+_NATURAL_HUES = np.array([0.07, 0.25, 0.58], dtype=np.float32)  # orange-brown, foliage green, sky blue (HSV hue)
+PHOTO_LAYOUTS: tuple[str, ...] = ("flat", "gradient", "field", "split")
+
+
+def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    """(k, 3) HSV in [0, 1] -> (k, 3) RGB in 0-255 (the standard hexcone formula)."""
+    h, s, v = hsv[:, 0:1] * 6.0, hsv[:, 1:2], hsv[:, 2:3]
+    k = (np.array([5.0, 3.0, 1.0], np.float32) + h) % 6.0
+    return 255.0 * (v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0))
+
+
+def _photo_colours(kind: str, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` related colours (count, 3) for one photo: a shared hue (sometimes one contrasting), any lightness."""
+    base = rng.choice(_NATURAL_HUES) + rng.normal(0, 0.05) if rng.random() < 0.75 else rng.random()
+    hue = (base + rng.normal(0, 0.04, count) + (rng.random(count) < 0.3) * rng.uniform(0.2, 0.8, count)) % 1.0
+    saturation = {"grey": np.zeros(count), "muted": rng.uniform(0, 0.15, count),
+                  "colour": np.clip(rng.beta(1.5, 3.0, count), 0, 0.9)}[kind]
+    value = 0.03 + 0.94 * rng.beta(1.3, 1.3, count)
+    return _hsv_to_rgb(np.stack([hue, saturation, value], axis=1).astype(np.float32))
+
+
+def make_photo(size: int, rng: np.random.Generator, kind: str | None = None) -> tuple[np.ndarray, str]:
+    """A photo-like colour field of saturation `kind` (see PHOTO_KINDS) and its caption, e.g. 'a grey photo'."""
+    _check_size(size)
+    kind = kind or str(rng.choice(PHOTO_KINDS))
+    if kind not in PHOTO_KINDS:
+        raise UserError(f"unknown photo kind {kind!r}; choose from {', '.join(PHOTO_KINDS)}")
+    x, y = _grid(size)
+    colours = _photo_colours(kind, 3, rng)
+    layout = str(rng.choice(PHOTO_LAYOUTS))
+    if layout == "flat":
+        img = np.broadcast_to(colours[0], (size, size, 3)).astype(np.float32)
+    elif layout == "gradient":
+        u, _ = _rotate(x, y, rng.uniform(0, 2 * np.pi))
+        img = _ramp(u / 1.42 + 0.5, colours[: rng.integers(2, 4)])
+    elif layout == "field":
+        field = sum(0.5**o * _value_noise(size, int(rng.integers(2, 4)) * 2**o, rng) for o in range(3))
+        img = _ramp((field - field.min()) / (np.ptp(field) + 1e-6), colours)
+    else:
+        u, _ = _rotate(x, y, rng.uniform(0, 2 * np.pi))
+        edge = 1.0 / (1.0 + np.exp(-(u - rng.uniform(-0.3, 0.3)) * size / rng.uniform(0.5, 8.0)))
+        img = colours[0] * (1 - edge[..., None]) + colours[1] * edge[..., None]
+    shading = 1.0 + rng.uniform(0, 0.3) * (_value_noise(size, int(rng.integers(2, 6)), rng) - 0.5)
+    grain = rng.normal(0, rng.uniform(0, 8), (size, size, 1))  # the same on R, G, B: grey grain stays grey
+    img = np.clip(img * shading[..., None] + grain + 0.5, 0, 255).astype(np.uint8)
+    return img, f"a {kind} photo"
+
+
 # --------------------------------------------------------------------------------------------- datasets
 
 
@@ -455,13 +513,17 @@ class ProceduralTextures(Dataset):
                 "label": TEXTURE_FAMILIES.index(family), "path": ""}
 
 
-class ProceduralScenes(Dataset):
-    """`count` content scenes; item i is drawn from the (seed, i) stream. label = index in SCENE_KINDS."""
+class _KindCycle(Dataset):
+    """`count` images of `make(size, rng, kind)`; item i has kind `kinds[i % len(kinds)]` (equal shares) and is
+    drawn from the (seed, i) stream. label = index in `kinds`."""
+
+    kinds: tuple[str, ...]
+    make: Callable[[int, np.random.Generator, str], tuple[np.ndarray, str]]
 
     def __init__(self, count: int, size: int = 64, seed: int = 0):
         _check_size(size)
         self.count, self.size, self.seed = count, size, seed
-        self.class_names = list(SCENE_KINDS)
+        self.class_names = list(self.kinds)
 
     def __len__(self) -> int:
         return self.count
@@ -469,6 +531,19 @@ class ProceduralScenes(Dataset):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.count:
             raise IndexError(index)
-        kind = SCENE_KINDS[index % len(SCENE_KINDS)]
-        image, caption = make_scene(self.size, _item_rng(self.seed, index), kind)
-        return {"image": array_to_tensor(image), "caption": caption, "label": SCENE_KINDS.index(kind), "path": ""}
+        kind = self.kinds[index % len(self.kinds)]
+        image, caption = type(self).make(self.size, _item_rng(self.seed, index), kind)
+        return {"image": array_to_tensor(image), "caption": caption, "label": self.kinds.index(kind), "path": ""}
+
+
+class ProceduralScenes(_KindCycle):
+    """Content scenes (`make_scene`), the SCENE_KINDS in turn. label = index in SCENE_KINDS."""
+
+    kinds, make = SCENE_KINDS, make_scene
+
+
+class ProceduralPhotos(_KindCycle):
+    """Photo-like colour fields (`make_photo`): grey, muted and natural colour in equal shares (PHOTO_KINDS in
+    turn). label = index in PHOTO_KINDS."""
+
+    kinds, make = PHOTO_KINDS, make_photo

@@ -32,7 +32,7 @@ class DemoSettings:
 
 QUICK = DemoSettings(
     quick=True,
-    teacher_overrides=["model.image_size=32", "data.size=32", "data.textures=48", "data.scenes=16",
+    teacher_overrides=["model.image_size=32", "data.size=32", "data.textures=48", "data.scenes=16", "data.photos=16",
                        "train.vae_steps=8", "train.unet_steps=16", "train.batch_size=8", "train.vae_crop=16",
                        "train.warmup_steps=4", "train.checkpoint_every=1000", "train.sample_steps=4"],
     feature_steps=20,

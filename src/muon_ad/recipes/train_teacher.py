@@ -29,7 +29,14 @@ from muon_ad.checks import fields_within, writable_output
 from muon_ad.config import check_config, save_config
 from muon_ad.data.bank import ImageBank
 from muon_ad.data.images import save_image_atomic
-from muon_ad.data.procedural import PALETTES, TEXTURE_FAMILIES, ProceduralScenes, ProceduralTextures, texture_caption
+from muon_ad.data.procedural import (
+    PALETTES,
+    TEXTURE_FAMILIES,
+    ProceduralPhotos,
+    ProceduralScenes,
+    ProceduralTextures,
+    texture_caption,
+)
 from muon_ad.errors import UserError
 from muon_ad.models.teacher import Teacher, TinyTeacherConfig, build_tiny_teacher, noise_scheduler, save_teacher
 from muon_ad.training import (
@@ -52,21 +59,22 @@ log = logging.getLogger("muon_ad.train_teacher")
 class TeacherDataConfig:
     textures: int = 4000
     scenes: int = 1000
+    photos: int = 1000  # photo-like colour fields (grey, muted, natural colour): what keeps greys grey
     size: int = 48
     seed: int = 0
 
     def __post_init__(self) -> None:
-        fields_within("data", self, ("textures", "scenes"), 0)
+        fields_within("data", self, ("textures", "scenes", "photos"), 0)
         fields_within("data", self, ("size",), 8, 1024)
-        if self.textures + self.scenes == 0:
-            raise UserError("data.textures + data.scenes must be at least 1")
+        if self.textures + self.scenes + self.photos == 0:
+            raise UserError("data.textures + data.scenes + data.photos must be at least 1")
 
 
 @dataclass
 class TeacherTrainConfig:
     out_dir: str = "runs/teacher-tiny"
-    vae_steps: int = 1000
-    unet_steps: int = 4000
+    vae_steps: int = 2000
+    unet_steps: int = 4800
     batch_size: int = 16
     vae_crop: int = 32
     vae_lr: float = 1e-3
@@ -105,7 +113,8 @@ class TrainTeacherConfig:
 
 
 def build_bank(cfg: TeacherDataConfig) -> ImageBank:
-    sets = [ProceduralTextures(cfg.textures, cfg.size, cfg.seed), ProceduralScenes(cfg.scenes, cfg.size, cfg.seed)]
+    sets = [ProceduralTextures(cfg.textures, cfg.size, cfg.seed), ProceduralScenes(cfg.scenes, cfg.size, cfg.seed),
+            ProceduralPhotos(cfg.photos, cfg.size, cfg.seed)]
     items = [d[i] for d in sets for i in progress_bar(desc="making built-in images", iterable=range(len(d)), leave=False)]
     images = torch.stack([((it["image"] + 1) * 127.5).round().to(torch.uint8) for it in items])
     return ImageBank(images, [it["caption"] for it in items])
