@@ -10,11 +10,13 @@ from types import FrameType
 
 from tqdm.auto import tqdm
 
+from muon_ad.training.distributed import any_rank, is_main_process
+
 log = logging.getLogger("muon_ad.training")
 
 
 def progress_bar(total: int, initial: int, desc: str) -> tqdm:
-    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, disable=not is_main_process())
 
 
 class GracefulStop:
@@ -45,7 +47,9 @@ class GracefulStop:
         log.warning("stopping after this step to save a checkpoint (signal again to stop at once, unsaved)")
 
     def at_boundary(self, step: int, due: bool, save: Callable[[], None]) -> None:
-        """Call after every completed step: saves when a checkpoint is `due` or a stop was asked for, then stops."""
+        """Call after every completed step: saves when a checkpoint is `due` or a stop was asked for, then stops.
+        On several processes a signal to any rank stops them all at the same step (one small all-reduce)."""
+        self.requested = any_rank(self.requested)
         if due or self.requested:
             save()
         if self.requested:
