@@ -36,6 +36,7 @@ from muon_ad.errors import UserError
 log = logging.getLogger("muon_ad.training")
 
 GRAD_COMPRESSION = ("none", "powersgd")
+_COLLECTIVE_FAILURE = "gloo/transport"  # in every gloo "connection closed by peer" / "timed out waiting"
 
 
 @dataclass
@@ -87,7 +88,13 @@ def setup(device: str, timeout_s: float) -> str:
     if on_cuda:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if on_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+    timeout = timedelta(seconds=timeout_s)
+    store, rank_, world = next(dist.rendezvous("env://", timeout=timeout))
+    # Keys of their own per restart: torchrun's agent store outlives a failed attempt, and a restarted rank could read
+    # the address its dead predecessor published and time out connecting to it (measured with torch 2.13).
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group("nccl" if on_cuda else "gloo", store=dist.PrefixStore(f"muon_ad/attempt-{attempt}", store),
+                            rank=rank_, world_size=world, timeout=timeout)
     if not is_main_process():
         logging.getLogger("muon_ad").setLevel(logging.WARNING)
     log.info("distributed: %d processes (%s), collectives time out after %g s", world_size(), dist.get_backend(),
@@ -173,13 +180,13 @@ def errors_from_rank0() -> Iterator[None]:
         if not is_main_process():
             raise SystemExit(2) from None
         raise
-    except dist.DistError as error:
-        if not is_distributed():
+    except RuntimeError as error:  # DistError, or a comm hook's future failing, which surfaces as RuntimeError
+        if not is_distributed() or not (isinstance(error, dist.DistError) or _COLLECTIVE_FAILURE in str(error).lower()):
             raise
         if not is_main_process():
             raise SystemExit(1) from None
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"another process of this run died or stopped answering ({reason[:200]}); the last "
+        reason = str(error).strip().splitlines()[0].rsplit("] ", 1)[-1].split(". ")[0] or type(error).__name__
+        raise UserError(f"another process of this run died or stopped answering ({reason}); the last "
                         "checkpoint is kept: run the same command to resume") from None
 
 
