@@ -16,6 +16,7 @@ also reads the loopback interface's byte counters, which see everything.
 
 # No `from __future__ import annotations`: DDP checks a hook's annotations at run time (dist.GradBucket, Future).
 import contextlib
+import inspect
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,34 +61,49 @@ class CommCounter:
     """Bytes this rank sends through torch.distributed's collectives while active (a ring schedule: an all-reduce
     of S bytes sends 2·(N−1)/N·S, an all-gather of an S-byte share (N−1)·S, a broadcast S from the root)."""
 
+    NAMES = ("all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter_tensor", "broadcast")
+
     def __init__(self) -> None:
         self.bytes = 0
         self.calls = 0
+        self._originals: dict[str, object] = {}
+
+    def start(self) -> None:
+        world, rank = dist.get_world_size(), dist.get_rank()
+        # name → (the argument holding what this rank contributes, the bytes it sends for S bytes of it)
+        sent = {"all_reduce": ("tensor", lambda size, args: 2 * (world - 1) / world * size),
+                "all_gather": ("tensor", lambda size, args: (world - 1) * size),
+                "all_gather_into_tensor": ("input_tensor", lambda size, args: (world - 1) * size),
+                "reduce_scatter_tensor": ("input", lambda size, args: (world - 1) / world * size),
+                "broadcast": ("tensor", lambda size, args: size if args.get("src", 0) == rank else 0)}
+        self._originals = {name: getattr(dist, name) for name in self.NAMES}
+
+        def counted(name, original):
+            signature = inspect.signature(original)
+            key, cost = sent[name]
+
+            def call(*args, **kwargs):
+                bound = signature.bind(*args, **kwargs).arguments
+                self.bytes += int(cost(_nbytes(bound[key]), bound))
+                self.calls += 1
+                return original(*args, **kwargs)
+            return call
+
+        for name, original in self._originals.items():
+            setattr(dist, name, counted(name, original))
+
+    def stop(self) -> None:
+        for name, original in self._originals.items():
+            setattr(dist, name, original)
+        self._originals = {}
 
     @contextlib.contextmanager
     def active(self) -> Iterator["CommCounter"]:
-        world = dist.get_world_size()
-        ring = {"all_reduce": lambda t, *a, **k: 2 * (world - 1) / world * _nbytes(t),
-                "all_gather": lambda out, t, *a, **k: (world - 1) * _nbytes(t),
-                "all_gather_into_tensor": lambda out, t, *a, **k: (world - 1) * _nbytes(t),
-                "reduce_scatter_tensor": lambda out, t, *a, **k: (world - 1) / world * _nbytes(t),
-                "broadcast": lambda t, *a, **k: _nbytes(t) if dist.get_rank() == k.get("src", a[0] if a else 0) else 0}
-        originals = {name: getattr(dist, name) for name in ring}
-
-        def counted(name):
-            def call(*args, **kwargs):
-                self.bytes += int(ring[name](*args, **kwargs))
-                self.calls += 1
-                return originals[name](*args, **kwargs)
-            return call
-
-        for name in ring:
-            setattr(dist, name, counted(name))
+        self.start()
         try:
             yield self
         finally:
-            for name, original in originals.items():
-                setattr(dist, name, original)
+            self.stop()
 
 
 def _nbytes(tensor: torch.Tensor) -> int:
