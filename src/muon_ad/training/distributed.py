@@ -133,10 +133,6 @@ def wrap(model: nn.Module, cfg: DistributedConfig, find_unused_parameters: bool 
     return ddp
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
-
-
 def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     """Each number averaged over the ranks (one small all-reduce): the global batch's figure."""
     if not is_distributed():
