@@ -355,11 +355,15 @@ def distill_command(
     from muon_ad.config import load_config
     from muon_ad.recipes.distill import DistillConfig, as_baseline, distill
 
+    from muon_ad.training import distributed
+
     cfg = load_config(DistillConfig, config, overrides or [])
     if baseline:
         cfg = as_baseline(cfg)
-    folder = distill(cfg)
-    typer.echo(f"student: {folder}\nsamples: {Path(cfg.train.out_dir) / 'samples.png'}")
+    with distributed.errors_from_rank0():  # under torchrun / accelerate launch: one line from rank 0, not N
+        folder = distill(cfg)
+    if distributed.is_main_process():
+        typer.echo(f"student: {folder}\nsamples: {Path(cfg.train.out_dir) / 'samples.png'}")
 
 
 @app.command("evaluate")

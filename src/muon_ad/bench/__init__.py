@@ -11,4 +11,5 @@ BENCHMARKS: dict[str, str] = {
     "stylization": "muon_ad.bench.stylization",
     "t2i": "muon_ad.bench.t2i",
     "prune": "muon_ad.bench.prune",
+    "comm": "muon_ad.bench.comm",
 }

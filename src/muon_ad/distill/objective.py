@@ -137,7 +137,9 @@ class DistillObjective:
             target = F.l1_loss(image.float(), targets) if targets is not None else image.new_zeros(())
             zero = image.new_zeros(())
             return DistillTerms(image, zero, zero, zero, target, self.cfg.target_weight * target, zero)
-        with AttentionCapture(student, layers=self.student_layers, record=(), maps="mean") as capture:
+        # `student` may be its DDP wrapper (several processes): capture on the module itself, run through the wrapper.
+        with AttentionCapture(getattr(student, "module", student), layers=self.student_layers, record=(),
+                              maps="mean") as capture:
             image = student(content, style)
         student_maps = {name: capture.records[name]["maps"] for name in self.student_layers}
         target = F.l1_loss(image.float(), targets) if targets is not None else image.new_zeros(())

@@ -113,7 +113,9 @@ def fid_from_features(real: Tensor, fake: Tensor) -> float:
         raise UserError(f"FID needs at least 2 images per set (got {len(real)} real, {len(fake)} fake)")
     from torchmetrics.image.fid import FrechetInceptionDistance  # deferred: importing torchmetrics takes seconds
 
-    metric = FrechetInceptionDistance(feature=_Given(real.shape[1]))
+    # sync_on_compute=False: the sets given are the whole sets; torchmetrics would otherwise all-gather them over a
+    # torch.distributed run's ranks (and wait forever where only rank 0 evaluates)
+    metric = FrechetInceptionDistance(feature=_Given(real.shape[1]), sync_on_compute=False)
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
     return float(metric.compute())
@@ -133,7 +135,8 @@ def kid_from_features(
 
     with warnings.catch_warnings():  # torchmetrics warns that KID keeps all features: ours are already in memory
         warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-        metric = KernelInceptionDistance(feature=_Given(real.shape[1]), subsets=subsets, subset_size=size)
+        metric = KernelInceptionDistance(feature=_Given(real.shape[1]), subsets=subsets, subset_size=size,
+                                         sync_on_compute=False)  # as in fid_from_features
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
     with torch.random.fork_rng(devices=[]):  # subsets are drawn with the global RNG: seed it, then restore it

@@ -11,12 +11,13 @@ import logging
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from muon_ad.errors import UserError
 from muon_ad.optim.muon import ADJUST_LR, Muon
 from muon_ad.optim.newton_schulz import KELLER_COEFFICIENTS, NS_DTYPES
-from muon_ad.optim.sharded import ShardedMuon
+from muon_ad.optim.sharded import GATHER, ShardedMuon
 
 logger = logging.getLogger("muon_ad.optim")
 
@@ -43,10 +44,12 @@ class OptimizerConfig:
     adamw_eps: float = 1e-8
     adamw_weight_decay: float = 0.01
     adamw_names: str = ""  # comma-separated name fragments forced to AdamW, besides the automatic split
-    zero1: bool = False  # shard optimizer state across torch.distributed ranks (ShardedMuon)
+    zero1: bool = False  # on several processes: shard optimizer state across the ranks (ShardedMuon, ZeRO-1)
+    zero1_gather: str = "fp32"  # how ZeRO-1's new parameters travel: fp32 values, or bf16 / int8 updates
 
     def __post_init__(self) -> None:
-        for key, allowed in (("name", ("muon", "adamw")), ("adjust_lr", ADJUST_LR), ("ns_dtype", ("auto", *NS_DTYPES))):
+        for key, allowed in (("name", ("muon", "adamw")), ("adjust_lr", ADJUST_LR), ("ns_dtype", ("auto", *NS_DTYPES)),
+                             ("zero1_gather", GATHER)):
             if getattr(self, key) not in allowed:
                 raise UserError(f"optimizer.{key}={getattr(self, key)!r}: choose from {', '.join(allowed)}")
         if len(self.ns_coefficients) % 3 or not self.ns_coefficients:
@@ -72,7 +75,8 @@ def split_parameters(model: nn.Module, adamw_names: str = "") -> tuple[list[nn.P
 
 
 def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """One `Muon` holding a Muon group and an AdamW group (or, for name="adamw", AdamW everywhere)."""
+    """One `Muon` holding a Muon group and an AdamW group (or, for name="adamw", AdamW everywhere); a
+    `ShardedMuon` with `zero1` when torch.distributed runs several processes."""
     muon_params, adamw_params = split_parameters(model, cfg.adamw_names)
     if cfg.name == "adamw":
         muon_params, adamw_params = [], muon_params + adamw_params
@@ -87,7 +91,10 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optim
     kwargs = dict(lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
                   adjust_lr=cfg.adjust_lr, ns_steps=cfg.ns_steps, ns_coefficients=tuple(cfg.ns_coefficients),
                   ns_dtype=cfg.ns_dtype)
-    optimizer = (ShardedMuon if cfg.zero1 else Muon)(groups, **kwargs)
+    if cfg.zero1 and dist.is_initialized() and dist.get_world_size() > 1:
+        optimizer: Muon = ShardedMuon(groups, gather=cfg.zero1_gather, **kwargs)
+    else:
+        optimizer = Muon(groups, **kwargs)
     for label, params, lr in (("Muon", muon_params, cfg.lr), ("AdamW", adamw_params, cfg.adamw_lr)):
         logger.info("%s: %d tensors, %d parameters, lr %g", label, len(params), sum(p.numel() for p in params), lr)
     return optimizer

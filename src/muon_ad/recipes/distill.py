@@ -17,6 +17,10 @@ Baseline (the paper's comparison): the same recipe with AdamW everywhere and no 
 `muon-ad distill CONFIG --baseline` (= optimizer.name=adamw distill.conflict_projection=false, writing to
 OUT_DIR-adamw).
 
+Several processes (`torchrun --nproc-per-node N -m muon_ad distill CONFIG`, or `accelerate launch`): DDP through
+`training.distributed` (section `distributed:` of the config), each rank taking an equal slice of every batch, rank 0
+alone writing; the README's "Scaling out".
+
 Logs: log.csv (every step), val.csv (every validation), TensorBoard events in tensorboard/, sample
 grids in samples/. Ctrl-C (or SIGTERM) saves a checkpoint at the end of the step it lands in; running the
 same command again resumes the run bit-identically. A step with a non-finite loss or gradient is skipped,
@@ -65,13 +69,16 @@ from muon_ad.training import (
     NonFiniteGuard,
     all_finite,
     autocast,
+    distributed,
     ema_weights,
+    is_main_process,
     progress_bar,
     resume_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
+from muon_ad.training.distributed import DistributedConfig
 from muon_ad.visual import image_grid
 
 log = logging.getLogger("muon_ad.distill")
@@ -134,6 +141,7 @@ class DistillConfig:
     data: DistillDataConfig = field(default_factory=DistillDataConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     train: DistillTrainConfig = field(default_factory=DistillTrainConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 def as_baseline(cfg: DistillConfig) -> DistillConfig:
@@ -173,10 +181,12 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = (), init: Student | 
     check_hooks(cfg.curriculum, hooks)
     _check_objective(cfg)
     curriculum = Curriculum(cfg.curriculum)
+    device = torch.device(distributed.setup(cfg.train.device, cfg.distributed.timeout_s))  # no-op on one process
+    _check_distributed(cfg)
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    device = torch.device(cfg.train.device)
+    if is_main_process():
+        save_config(cfg, out / "config.yaml")
     teacher = load_teacher(cfg.train.teacher, device)
     content, style = build_banks(cfg.data, teacher.image_size)
     torch.manual_seed(cfg.train.seed)  # the student's init and then every draw of the run (pairs, t, noise)
@@ -191,19 +201,22 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = (), init: Student | 
         path = Path(d.target_path) if d.target_path else out / "ad-targets.safetensors"
         made_from = {"teacher": str(Path(cfg.train.teacher).resolve()), "data": asdict(cfg.data),
                      "teacher_written": max(f.stat().st_mtime_ns for f in Path(cfg.train.teacher).rglob("*.safetensors"))}
-        targets = build_target_bank(teacher, train, *training_pairs(train, d.target_pairs, cfg.data.seed),
-                                    d.target_steps, d.target_lr, path, made_from)
-        aligned = torch.arange(len(val.content.images))  # validation pair i = content i + style i
-        val_targets = build_target_bank(teacher, val, aligned, aligned, d.target_steps, d.target_lr,
-                                        path.with_name(f"{path.stem}-val{path.suffix}"), made_from)
+        with distributed.main_process_first():  # rank 0 makes (or finds) the cached banks, the others read them
+            targets = build_target_bank(teacher, train, *training_pairs(train, d.target_pairs, cfg.data.seed),
+                                        d.target_steps, d.target_lr, path, made_from)
+            aligned = torch.arange(len(val.content.images))  # validation pair i = content i + style i
+            val_targets = build_target_bank(teacher, val, aligned, aligned, d.target_steps, d.target_lr,
+                                            path.with_name(f"{path.stem}-val{path.suffix}"), made_from)
     if pruning is not None:
         pruning.batches = lambda: _scoring_batches(train, targets, device, cfg.train.seed)
     v = cfg.validation
     feature = style_feature_network(v.fid_features, v.fid_features_path, train_style.batch(slice(None)),
                                     train_style.labels, out / "fid-domain", v.fid_feature_steps, v.fid_feature_widths,
-                                    v.seed)
+                                    v.seed) if is_main_process() else None  # only rank 0 validates
 
-    optimizer = build_optimizer(student, cfg.optimizer)
+    optimizer = build_optimizer(student, cfg.optimizer)  # ZeRO-1 (ShardedMuon) on several processes with zero1
+    freezes = any(phase.freeze_style_encoder for _, phase in cfg.curriculum.phases())
+    model = distributed.wrap(student, cfg.distributed, find_unused_parameters=freezes)  # DDP on several processes
     projection = (ConflictProjection(cfg.distill.conflict_threshold, cfg.distill.conflict_rate)
                   if cfg.distill.conflict_projection else None)
     ema = EMAModel(student.parameters(), decay=cfg.train.ema_decay, use_ema_warmup=True)
@@ -223,11 +236,15 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = (), init: Student | 
 
     def checkpoint() -> None:
         conflicts = [projection.checked, projection.acted] if projection is not None else [0, 0]
-        save_checkpoint(out, step, {"student": student}, {
-            "optimizer": optimizer.state_dict(), "ema": ema.state_dict(), "curriculum": curriculum.state_dict(),
-            "conflicts": conflicts, "guard": guard.state_dict(), "rng": rng_state()})
+        optimizer_state = optimizer.state_dict()  # collective with ZeRO-1: every rank's share, gathered
+        if is_main_process():
+            save_checkpoint(out, step, {"student": student}, {
+                "optimizer": optimizer_state, "ema": ema.state_dict(), "curriculum": curriculum.state_dict(),
+                "conflicts": conflicts, "guard": guard.state_dict(), "rng": rng_state()})
 
     def validation() -> None:
+        if not is_main_process():
+            return
         with ema_weights(ema, student):
             for hook in hooks:  # the EMA's masked entries decay but are not zero: validate the masked student
                 if hasattr(hook, "mask"):
@@ -261,8 +278,9 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = (), init: Student | 
                 for hook in hooks:
                     hook(plan, student, optimizer)
 
-                result = train_step(plan, student, objective, optimizer, projection, train, targets, cfg.train, device)
+                result = train_step(plan, model, objective, optimizer, projection, train, targets, cfg.train, device)
                 finite = result.pop("finite")
+                result = distributed.mean_over_ranks(result)  # the global batch's figures, the same on every rank
                 if finite:  # a skipped step leaves the weights, so their average and the curriculum's view, alone
                     ema.step(student.parameters())
                     curriculum.observe(plan, result["ssim"])
@@ -288,7 +306,10 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = (), init: Student | 
     for hook in hooks:
         if hasattr(hook, "finish"):  # pruning: the masked channels are removed from the saved student
             student = hook.finish(student)
-    folder = save_student(student, out / "student")
+    folder = out / "student"
+    if is_main_process():
+        folder = save_student(student, folder)
+    distributed.barrier()  # the student is on disk before any rank returns
     log.info("student saved to %s, samples in %s", folder, out / "samples.png")
     return folder
 
@@ -324,6 +345,19 @@ def _check_objective(cfg: DistillConfig) -> None:
                         "is 0, so there is nothing to train or measure; set the weights, or use AD targets")
 
 
+def _check_distributed(cfg: DistillConfig) -> None:
+    """On several processes: every batch splits into equal slices; conflict projection is one process only."""
+    distributed.check_shards([(f"curriculum.{name}.batch_size", p.batch_size) for name, p in cfg.curriculum.phases()
+                              if p.steps])
+    weight, weights = 0.0, []  # each phase's starting λ (None carries the previous phase's over)
+    for _, phase in cfg.curriculum.phases():
+        weight = weight if phase.content_weight is None else phase.content_weight
+        weights.append(phase.steps and (weight > 0 or phase.adapt_content_weight))
+    if distributed.world_size() > 1 and cfg.distill.conflict_projection and any(weights):
+        raise UserError("distill.conflict_projection with a content weight is one process only (it backpropagates "
+                        "each objective on its own, outside DDP's all-reduce): set distill.conflict_projection=false")
+
+
 def train_step(
     plan: StepPlan, student: Student, objective: DistillObjective, optimizer: torch.optim.Optimizer,
     projection: ConflictProjection | None, train: PairSet, targets: TargetBank | None, cfg: DistillTrainConfig,
@@ -333,12 +367,12 @@ def train_step(
     objectives, combined (with conflict projection when enabled and both have gradients), clipped, applied unless
     non-finite. Returns the step's losses, gradient norm, batch SSIM and whether it was applied ("finite")."""
     if targets is not None:
-        pick = torch.randint(len(targets), (plan.batch_size,))
+        pick = distributed.shard(torch.randint(len(targets), (plan.batch_size,)))  # this rank's slice
         content_index, style_index = targets.content_index[pick], targets.style_index[pick]
         target = targets.targets(pick, device)
     else:
-        content_index = torch.randint(len(train.content.images), (plan.batch_size,))
-        style_index = torch.randint(len(train.style.images), (plan.batch_size,))
+        content_index = distributed.shard(torch.randint(len(train.content.images), (plan.batch_size,)))
+        style_index = distributed.shard(torch.randint(len(train.style.images), (plan.batch_size,)))
         target = None
     content, *rest = train.batch(content_index, style_index, device)
     with autocast(cfg.amp, device):

@@ -13,6 +13,8 @@ from typing import TextIO
 
 from tqdm.auto import tqdm
 
+from muon_ad.training.distributed import any_rank, is_main_process
+
 log = logging.getLogger("muon_ad.training")
 
 
@@ -24,6 +26,7 @@ def progress_bar(total: int | None = None, initial: int = 0, desc: str = "", *, 
     the length is unknown), because a bar's carriage-return redraws fill a log with thousands of updates.
     Either way the object has tqdm's `update`, `set_postfix`, `close` and iteration over `iterable`."""
     stream = stream or sys.stderr
+    disable = disable or not is_main_process()  # one display per run: rank 0's
     if disable or stream.isatty():
         return tqdm(iterable, total=total, initial=initial, desc=desc, leave=leave, unit=unit, disable=disable,
                     dynamic_ncols=True, file=stream)
@@ -97,7 +100,9 @@ class GracefulStop:
         log.warning("stopping after this step to save a checkpoint (signal again to stop at once, unsaved)")
 
     def at_boundary(self, step: int, due: bool, save: Callable[[], None]) -> None:
-        """Call after every completed step: saves when a checkpoint is `due` or a stop was asked for, then stops."""
+        """Call after every completed step: saves when a checkpoint is `due` or a stop was asked for, then stops.
+        On several processes a signal to any rank stops them all at the same step (one small all-reduce)."""
+        self.requested = any_rank(self.requested)
         if due or self.requested:
             save()
         if self.requested:
