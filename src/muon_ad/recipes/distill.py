@@ -36,6 +36,7 @@ import torch
 from diffusers.training_utils import EMAModel
 
 from muon_ad import DEFAULT_DISTILL_DIR, DEFAULT_TEACHER, checks
+from muon_ad.compress.qat import QatHook
 from muon_ad.config import check_config, save_config
 from muon_ad.data.images import save_image_atomic
 from muon_ad.distill import (
@@ -157,6 +158,8 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = ()) -> Path:
     check_config(cfg)  # a config built in code may have been edited after construction: fail before the slow loading
     checks.device("train.device", cfg.train.device)
     checks.writable_output("train.out_dir", cfg.train.out_dir)
+    if any(phase.qat for _, phase in cfg.curriculum.phases()) and not any(hook.quantises for hook in hooks):
+        hooks = (*hooks, QatHook())  # `qat: true` in a config is performed by torchao's PT2E QAT (compress.qat)
     check_hooks(cfg.curriculum, hooks)
     _check_objective(cfg)
     curriculum = Curriculum(cfg.curriculum)
