@@ -9,4 +9,5 @@ BENCHMARKS: dict[str, str] = {
     "distill-convergence": "muon_ad.bench.distill_convergence",
     "teacher-quality": "muon_ad.bench.teacher_quality",
     "stylization": "muon_ad.bench.stylization",
+    "quant": "muon_ad.bench.quant",
 }

@@ -46,7 +46,8 @@ def _export(module: nn.Module, args: tuple[Tensor, ...], names: list[str], dynam
     # The exporter prints its progress and warns about torchvision ops it cannot find; neither concerns the user.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        for name in ("torch.onnx", "onnxscript", "onnx_ir"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         program = torch.onnx.export(module, args, dynamo=True, external_data=False, input_names=names[:-1],
                                     output_names=names[-1:], dynamic_shapes=dynamic, optimize=True)
     program.save(str(path), external_data=False)
