@@ -17,6 +17,8 @@ VNNI CPUs (`avx512_vnni` / `avx_vnni`) accumulate in int32 and keep the 8th bit,
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -93,14 +95,15 @@ def quantize_int8(source: str | Path, target: str | Path, feeds: Sequence[dict[s
     prepared = target.with_name(f".{target.stem}.pre.onnx")  # folded constants, inferred shapes (ORT's advice)
     try:
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTISED_OPS),
-            per_channel=True, reduce_range=not has_vnni() if reduce_range is None else reduce_range,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                              "entropy": CalibrationMethod.Entropy}[method],
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "CalibPercentile": PERCENTILE},
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print their progress
+            quantize_static(
+                str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTISED_OPS),
+                per_channel=True, reduce_range=not has_vnni() if reduce_range is None else reduce_range,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                                  "entropy": CalibrationMethod.Entropy}[method],
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "CalibPercentile": PERCENTILE},
+            )
     finally:
         prepared.unlink(missing_ok=True)
     return target
