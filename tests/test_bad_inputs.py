@@ -121,6 +121,14 @@ CASES = [
     ([*STREAM, "--out", "/proc/frames"], "cannot write in /proc"),
     (["stream", "--student", "{tmp}/bad-student", "--style", "{tmp}/style.png"], "must be one of 'cross_attention'"),
     (["stream", "--student", "{tmp}/bad-student", "--style", "{tmp}/no-style.png"], "no-style.png: unreadable image"),
+    # export
+    (["export", "{tmp}/file", "--out", "{tmp}/exported"], "not a student folder"),
+    (["export", "{tmp}/bad-student", "--out", "{tmp}/exported"], "must be one of 'cross_attention'"),
+    (["export", "{tmp}/file", "--precision", "int4", "--out", "{tmp}/exported"], "--precision must be one of fp32, fp16, int8"),
+    (["export", "{tmp}/file", "--precision", "int8", "--calibration", "0", "--out", "{tmp}/exported"], "--calibration must be"),
+    (["export", "{tmp}/file", "--calibration-method", "kl", "--out", "{tmp}/exported"], "--calibration-method must be one of"),
+    (["export", "{tmp}/file", "--out", "/proc/exported"], "cannot write in /proc"),
+    (["export", "{tmp}/file"], "Missing option '--out'"),
     # demo
     (["demo", "--out", "/proc/report"], "cannot write in /proc"),
     (["demo", "--out", "{tmp}/file/report"], "is a file, not a folder"),

@@ -6,7 +6,7 @@ from muon_ad.models.student import Student, StudentConfig
 from muon_ad.runtime import sources
 from muon_ad.runtime.sources import FrameWriter, open_source, synthetic_frames
 from muon_ad.runtime.stream import run_stream
-from muon_ad.runtime.backends import OnnxStudent, TorchStudent, encode_style, run_student
+from muon_ad.runtime.backends import TorchStudent, encode_style, run_student
 from muon_ad.runtime.stylizer import Stylizer
 
 TINY = StudentConfig(base_channels=8, channel_mult=(1, 2), attention_levels=1, heads=2, style_channels=(8, 8),
@@ -108,42 +108,3 @@ def test_one_preprocessing_path_for_any_content_and_style_size():
     with torch.no_grad():
         expected = student(content, square.unsqueeze(0))
     assert torch.allclose(out, expected, atol=1e-5)
-
-
-class _ModuleBackend:
-    """Any (content, style) -> image module as a backend whose style code is the style image."""
-
-    multiple, style_size = 1, None
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
-
-    def style_code(self, styles: torch.Tensor) -> torch.Tensor:
-        return styles
-
-    @torch.no_grad()
-    def run(self, contents: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-        return self.model(contents, code)
-
-
-class _TwoInputModel(torch.nn.Module):
-    """A stand-in with the student's interface (content, style) -> image, built from exportable ops only."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
-
-    def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.conv(content) + style.mean(dim=(2, 3), keepdim=True))
-
-
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy exporter: onnxscript is not installed here
-def test_onnx_runtime_path_gives_the_torch_output(tmp_path):
-    torch.manual_seed(0)
-    model, style = _TwoInputModel().eval(), _style()
-    content = torch.rand(1, 3, 32, 32) * 2 - 1
-    torch.onnx.export(model, (content, style.unsqueeze(0)), tmp_path / "model.onnx", dynamo=False,
-                      input_names=["content", "style"], output_names=["image"])
-    onnx_stylizer = Stylizer(OnnxStudent(tmp_path / "model.onnx", threads=1), style)
-    torch_stylizer = Stylizer(_ModuleBackend(model), style)
-    assert torch.allclose(onnx_stylizer(content[0]), torch_stylizer(content[0]), atol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -52,3 +53,9 @@ def missing_hint(relative: str, option: str) -> str:
             DEFAULT_STUDENT: "muon-ad distill configs/stylize-cpu.yaml (about 5 min) or make demo"}.get(relative)
     where = " or ".join(str(root) for root in artefact_roots())
     return f"looked in {where}; make it with: {make}; or set {HOME_ENV} to the folder holding runs/" if make else ""
+
+# torchao (for QAT, compress.qat) is imported by diffusers whenever it is installed, and then logs at import time
+# that its CUDA kernels and Triton are absent and that torch's pytree registers its enums natively: noise on
+# every command's stderr, where a user error must be one line. Errors still come through.
+for _name in ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer"):
+    logging.getLogger(_name).setLevel(logging.ERROR)

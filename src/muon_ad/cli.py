@@ -387,7 +387,8 @@ def evaluate_command(
     for name, folder in (("TARGET", target), ("--real", real), ("--pairs", pairs)):
         if folder is not None and not folder.is_dir():
             raise UserError(f"{name} {folder}: folder not found")
-    is_student = (target / "config.json").is_file() and (target / "model.safetensors").is_file()
+    is_student = ((target / "config.json").is_file() and (target / "model.safetensors").is_file()
+                  or (target / "export.json").is_file())
     if not is_student and real is None:
         raise UserError(f"{target} is an image folder: give --real (the reference images for FID)")
     # Every input is checked (headers read, unreadable files counted) before the feature network trains, not after.
@@ -434,14 +435,15 @@ def evaluate_command(
 def stream_command(
     source_spec: str = typer.Option("synthetic", "--input", "-i", help="synthetic, a folder of frames, or a video (.gif; .mp4 etc. with PyAV)."),
     style: Path = typer.Option(..., "--style", "-s", help="Style image."),
-    student: Optional[str] = typer.Option(None, help="Student folder (torch) or exported .onnx file (ONNX Runtime); "
-                                          f"default: the one `muon-ad distill` or `make demo` saves ({DEFAULT_STUDENT})."),
+    student: Optional[str] = typer.Option(None, help="Student folder (torch) or exported folder (muon-ad export: ONNX "
+                                          "Runtime); default: the one `muon-ad distill` or `make demo` saves "
+                                          f"({DEFAULT_STUDENT})."),
     size: int = typer.Option(STREAM_SIZE, help="Frame size: short side, centre crop (the default runs in real time on a laptop CPU)."),
     frames: int = typer.Option(96, help="Length of the synthetic clip."),
     skip_threshold: float = typer.Option(0.0, help="Reuse the last output when a frame's mean abs change is below this (0: off)."),
     out: Optional[Path] = typer.Option(None, help="Folder of PNG frames, or a video file (.gif; .mp4 needs PyAV)."),
     fps: float = typer.Option(24.0, help="Frame rate of the written video."),
-    device: str = typer.Option("cpu", help="cpu or cuda (torch student only)."),
+    device: str = typer.Option("cpu", help="cpu or cuda (an exported student: ONNX Runtime CUDA/TensorRT providers)."),
 ) -> None:
     """Stylise a stream of frames live with the student; shows FPS, optionally skips unchanged frames."""
     from contextlib import nullcontext
@@ -551,12 +553,36 @@ def ui_command(
     launch(teacher or str(default_path(DEFAULT_TEACHER)), student or str(default_path(DEFAULT_STUDENT)), device, host, port,
            share)
 
+@app.command("export")
+def export_command(
+    student: Path = typer.Argument(..., help="A student folder (muon-ad distill or muon-ad prune)."),
+    precision: str = typer.Option("fp32", help="fp32, fp16 (GPUs / TensorRT) or int8 (convolutions; QDQ, calibrated)."),
+    calibration: int = typer.Option(256, help="int8: (content, style) calibration pairs."),
+    calibration_method: str = typer.Option("percentile", help="int8: minmax, percentile (99.99th) or entropy."),
+    reduce_range: Optional[bool] = typer.Option(None, "--reduce-range/--no-reduce-range", help="int8: 7-bit weights "
+                                                "(default: only on CPUs without VNNI, where 8 bits saturate)."),
+    calibration_content: Optional[Path] = typer.Option(None, help="int8: a folder of content images (default: built-in scenes)."),
+    calibration_style: Optional[Path] = typer.Option(None, help="int8: a folder of style images (default: built-in textures)."),
+    out: Path = typer.Option(..., help="The export folder (model.onnx, style.onnx, export.json, report.json)."),
+) -> None:
+    """Export a student to ONNX (fp32 / fp16 / int8) as a folder that `stylize --student`, `stream --student` and
+    the demo run with ONNX Runtime; writes the parity and quality report beside the graphs."""
+    import json
+
+    from muon_ad.recipes.export import export_student
+
+    checks.writable_output("--out", out)
+    folder = export_student(
+        student, out, precision, calibration, calibration_method, reduce_range,
+        content="folder" if calibration_content else "scenes", content_path=calibration_content and str(calibration_content),
+        style="folder" if calibration_style else "textures", style_path=calibration_style and str(calibration_style))
+    report = json.loads((folder / "report.json").read_text())
+    typer.echo(f"wrote {folder} ({precision}): parity max abs diff {report['parity']['max_abs_diff']:.2e}, "
+               f"SSIM vs torch fp32 {report['quality']['ssim_vs_fp32']:.4f}, model.onnx {report['files_mb']['model.onnx']:.2f} MB")
+
 
 def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # silence optional-dependency chatter
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")  # e.g. its torchao-quantizer warning when torchao is installed
-    for name in ("torchao", "torch.utils._pytree"):  # torchao's import (through diffusers) logs missing CUDA kernels
-        logging.getLogger(name).setLevel(logging.ERROR)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if len(sys.argv) == 1:
         sys.argv.append("--help")  # outside standalone mode, no arguments would be an error holding the help text

@@ -12,4 +12,5 @@ BENCHMARKS: dict[str, str] = {
     "t2i": "muon_ad.bench.t2i",
     "prune": "muon_ad.bench.prune",
     "comm": "muon_ad.bench.comm",
+    "quant": "muon_ad.bench.quant",
 }

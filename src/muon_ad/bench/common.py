@@ -23,7 +23,7 @@ from PIL import Image
 from muon_ad.data.procedural import make_scene, make_texture
 from muon_ad.eval.profile import median, time_ms  # re-exported: benchmarks time things with these
 from muon_ad.models.teacher import Teacher
-from muon_ad.runtime.backends import TorchStudent, default_student
+from muon_ad.runtime.backends import StudentBackend, TorchStudent, default_student, load_backend
 from muon_ad.synthesis import ADObjective, ddim_timesteps, optimize_latent
 from muon_ad.synthesis.transfer import CONTENT_WEIGHT, STYLIZE_STEPS, image_batch
 
@@ -60,13 +60,14 @@ def trained_student() -> Path | None:
     return folder if (folder / "config.json").is_file() else None
 
 
-def student_backend(student: str | Path | None, device: str = "cpu") -> TorchStudent:
-    """A saved student, or (None) a freshly initialised one of the default architecture: speed and memory
-    depend on the architecture, not on the weights."""
-    from muon_ad.models.student import Student, StudentConfig, load_student
+def student_backend(student: str | Path | None, device: str = "cpu") -> StudentBackend:
+    """A saved student (torch) or exported one (ONNX Runtime), or (None) a freshly initialised one of the default
+    architecture: speed and memory depend on the architecture, not on the weights. ONNX Runtime gets as many
+    threads as torch has, so the two are timed alike."""
+    from muon_ad.models.student import Student, StudentConfig
 
     if student is not None:
-        return TorchStudent(load_student(student), device)
+        return load_backend(student, device, threads=torch.get_num_threads())
     torch.manual_seed(SEED)
     return TorchStudent(Student(StudentConfig()), device)
 

@@ -12,12 +12,14 @@ model libraries themselves, so this module stays light for the empty-process bas
   is the same computation, so the peak is reached in the first);
 - teacher sampling: DDIM text-to-image generation (what the paper's 7 GB figure is about);
 - student: stylising frames at the resolution, style encoded once, as `muon-ad stream` does.
-The quantised student is not measured: quantisation is not built yet, so `quant_peak_mb` is absent.
+- quantised student: the same frames through the int8 ONNX Runtime export (`muon-ad export --precision int8`),
+  made in this process first; the child process loads the export folder and runs it.
 """
 
 from __future__ import annotations
 
 import functools
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -60,21 +62,28 @@ def measure(teacher: str | Path, student: str | Path | None, resolution: int, de
     }
     if not cuda:
         workloads["process_baseline_mb"] = _nothing
+        from muon_ad.bench.quant import deployed_students  # ONNX export and ORT: only for this workload
+
+        exports = tempfile.TemporaryDirectory(prefix="bench-memory-")
+        folders, _ = deployed_students(student, Path(exports.name), resolution, edge=False)
+        workloads["quant_peak_mb"] = functools.partial(student_workload, folders["int8"], resolution, 3, device)
     # CPU peaks are per child process, so the children can run side by side (most of their time is
     # importing torch); CUDA peaks are read in this process, one workload at a time.
     with ThreadPoolExecutor(max_workers=1 if cuda else len(workloads)) as pool:
         futures = {key: pool.submit(peak_memory_mb, fn, device) for key, fn in workloads.items()}
         metrics: dict[str, float] = {key: future.result() for key, future in futures.items()}
+    if not cuda:
+        exports.cleanup()
     metrics["resolution"] = resolution
     metrics["teacher_to_student_ratio"] = metrics["teacher_peak_mb"] / metrics["student_peak_mb"]
     what = "peak tensor memory on the GPU" if device.startswith("cuda") else "peak RSS of a fresh process per workload"
     config = {"teacher": str(teacher), "student": str(student) if student else "fresh default StudentConfig()",
               "resolution": resolution, "device": device, "measured": what, "seed": SEED,
               "workloads": {"teacher": "AD style transfer (synthesis.stylize), 2 steps",
-                            "teacher_sampling": "DDIM sampling, 2 steps, batch 1", "student": "3 frames via Stylizer"},
-              "quant_peak_mb": "not measured: no quantised student exists (quantisation is not built yet)"}
+                            "teacher_sampling": "DDIM sampling, 2 steps, batch 1", "student": "3 frames via Stylizer",
+                            "quant": "3 frames via Stylizer, int8 ONNX Runtime export (cpu only)"}}
     baseline = (f"teacher ({what}) doing optimisation-based AD style transfer and DDIM sampling at the same "
-                f"{resolution} px; quantised student: not built yet, so quant_peak_mb is absent")
+                f"{resolution} px; the fp32 torch student beside the int8 ONNX Runtime one (quant_peak_mb, cpu)")
     return BenchOutput(config=config, metrics=metrics, baseline=baseline)
 
 

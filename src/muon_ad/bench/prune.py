@@ -15,7 +15,7 @@ fid_delta (after / before − 1, style FID-domain), ssim_delta (after − before
 style_strength_ratio_delta (after − before), fid_delta_magnitude (the magnitude criterion's fid_delta). The fine-tune is extra training, so the unpruned
 student gets the same fine-tune too (`unpruned_finetuned`) and the deltas against it are reported beside
 (`fid_delta_vs_unpruned_finetuned`, ...): what pruning costs, without the fine-tune's own gain.
-latency_ratio_ort: null here, the ONNX export is not on this branch.
+latency_ratio_ort: the same two students exported to fp32 ONNX (`recipes.export`) and run by ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from muon_ad.eval.stylization import stylize_pairs
 from muon_ad import DEFAULT_TEACHER
 from muon_ad.recipes.compress import prune
 from muon_ad.recipes.distill import distill
+from muon_ad.recipes.export import export_student
 from muon_ad.runtime import load_backend
 from muon_ad.runtime.backends import encode_style, run_student
 from muon_ad.visual import image_grid
@@ -95,8 +96,12 @@ def measure(settings: Settings, out: Path, device: str) -> BenchOutput:
     models = {name: load_backend(folder, device).student for name, folder in folders.items()}
     flops = {name: count_flops(m, content.to(device), style.to(device)) for name, m in models.items()}
     params = {name: count_parameters(m) for name, m in models.items()}
-    latency = interleaved_latency({k: folders[k] for k in ("before", *CRITERIA)}, settings.resolution,
-                                  settings.latency_repeats, device)
+    exports = {}
+    for name in ("before", "entropy"):  # the ONNX Runtime runtime path of each, fp32
+        shutil.rmtree(out / f"onnx-{name}", ignore_errors=True)
+        exports[f"{name}_ort"] = export_student(folders[name], out / f"onnx-{name}", "fp32")
+    latency = interleaved_latency({**{k: folders[k] for k in ("before", *CRITERIA)}, **exports},
+                                  settings.resolution, settings.latency_repeats, device)
 
     reference = distill_convergence.StyleReference.build(settings.student, device)
     images, fid, similarity, strength = {}, {}, {}, {}
@@ -110,7 +115,7 @@ def measure(settings: Settings, out: Path, device: str) -> BenchOutput:
         "flops_reduction": 1.0 - flops["entropy"] / flops["before"],
         "params_reduction": 1.0 - params["entropy"] / params["before"],
         "latency_ratio": median(latency["entropy"]) / median(latency["before"]),
-        "latency_ratio_ort": float("nan"),
+        "latency_ratio_ort": median(latency["entropy_ort"]) / median(latency["before_ort"]),
         "fid_delta": fid["entropy"] / fid["before"] - 1.0,
         "ssim_delta": similarity["entropy"] - similarity["before"],
         "style_strength_ratio_delta": strength["entropy"] - strength["before"],
@@ -139,7 +144,7 @@ def measure(settings: Settings, out: Path, device: str) -> BenchOutput:
     config = {"settings": {k: v for k, v in asdict(settings).items() if k != "student"},
               "student_recipe": {k: v for k, v in asdict(settings.student).items() if k != "student"},
               "folders": {k: str(v) for k, v in folders.items()}, "teacher": DEFAULT_TEACHER,
-              "latency_ratio_ort": "null: no ONNX export on this branch (the quantisation/export work wires it)",
+              "latency_ratio_ort": "fp32 ONNX Runtime exports of the entropy-pruned and the unpruned student",
               "flops": "torch.utils.flop_counter.FlopCounterMode, one (content, style) pass at resolution",
               "samples": str(grid)}
     baseline = ("the same student before pruning; the L2-magnitude criterion at the same keep rate (same widths and "

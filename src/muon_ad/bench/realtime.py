@@ -20,6 +20,7 @@ Peak memory of the student's stream workload: `bench.memory` (fresh process; RSS
 from __future__ import annotations
 
 import functools
+import tempfile
 from pathlib import Path
 
 import torch
@@ -49,6 +50,20 @@ def student_fps(student: str | Path | None, resolution: int, repeats: int, devic
     return measure_latency(lambda: stylizer(content), repeats=repeats, warmup=2, device=device)
 
 
+def deployed_fps(student: str | Path | None, resolution: int, repeats: int) -> dict:
+    """FPS of the ORT int8 student and the pruned + int8 edge student, at `resolution` and
+    at 512 px, beside the torch fp32 student at 512 px."""
+    from muon_ad.bench.quant import deployed_students
+
+    with tempfile.TemporaryDirectory(prefix="bench-realtime-") as root:
+        folders, notes = deployed_students(student, Path(root), 64)
+        metrics: dict = {"student_fps_512": student_fps(student, 512, repeats, "cpu")["fps"], "notes": notes}
+        for name, key in (("int8", "student_fps_int8"), ("edge", "student_fps_edge")):
+            for size, suffix in ((resolution, ""), (512, "_512")):
+                metrics[key + suffix] = student_fps(folders[name], size, repeats, "cpu")["fps"]
+    return metrics
+
+
 def generation_seconds(teacher: Teacher, repeats: int, warmup: int, device: str) -> dict:
     timing = measure_latency(lambda: teacher.sample(["blue and orange stripes"], steps=SAMPLING_STEPS, seed=0),
                              repeats=repeats, warmup=warmup, device=device)
@@ -63,6 +78,7 @@ def measure(
     teacher = load_teacher(teacher_path, device=device)
     # Quick: fewer repeats, and the warm-up of the AD loop (its first step) is the only one it gets.
     fps = student_fps(student, resolution, repeats=5 if quick else 30, device=device)
+    deployed = deployed_fps(student, resolution, repeats=5 if quick else 30) if device == "cpu" else {}
     ad = teacher_ad_seconds(teacher, resolution, timed_steps=1 if quick else 5, device=device)
     generation = generation_seconds(teacher, repeats=1 if quick else 3, warmup=0 if quick else 1, device=device)
     metrics = {
@@ -72,6 +88,7 @@ def measure(
         "speedup": ad["seconds"] * fps["fps"],
         "generation_seconds_per_image": generation["seconds"],
         "resolution": resolution,
+        **{key: value for key, value in deployed.items() if key != "notes"},
     }
     if peak:
         workload = functools.partial(student_workload, student, resolution, 3, device)
@@ -79,7 +96,10 @@ def measure(
     config = {"teacher": str(teacher_path), "student": str(student) if student else "fresh default StudentConfig()",
               "resolution": resolution, "ad_steps": STYLIZE_STEPS, "ad_optimizer": "adam", "timed_ad_steps": len(ad["step_ms"]),
               "generation_steps": SAMPLING_STEPS, "generation_resolution": teacher.image_size,
-              "threads": torch.get_num_threads(), "batch": 1}
+              "threads": torch.get_num_threads(), "batch": 1,
+              "deployed": "ONNX Runtime, as many intra-op threads as torch has; int8 = muon-ad export --precision "
+                          "int8 (conv-only QDQ); edge = pruned (keep 0.5, entropy) + int8",
+              "deployed_notes": deployed.get("notes", "cuda run: ORT students not measured")}
     repeats = {"student_ms": fps["repeats_ms"], "teacher_ad_step_ms": ad["step_ms"], "teacher_encode_ms": ad["encode_ms"],
                "teacher_decode_ms": ad["decode_ms"], "generation_ms": generation["repeats_ms"]}
     baseline = (f"optimisation-based AD style transfer with the same teacher at {resolution} px "

@@ -216,7 +216,7 @@ def stage_not_built() -> list[Stage]:
     checks = {
         "prune": ("muon_ad.compress.prune", "prune", "entropy-driven head/channel pruning and compaction"),
         "quantise": ("muon_ad.compress.quant", "quant", "mixed-precision int8/bf16 quantisation"),
-        "export": ("muon_ad.compress.export", None, "ONNX export of the student (ONNX Runtime path: `muon-ad stream --student FILE.onnx`)"),
+        "export": ("muon_ad.export.onnx", None, "ONNX export of the student (ONNX Runtime path: `muon-ad stream --student EXPORT_DIR`)"),
         "comm": (None, "comm", "ZeRO-1 + gradient compression communication benchmark"),
     }
     stages = []

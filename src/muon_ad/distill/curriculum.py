@@ -138,7 +138,7 @@ def check_hooks(cfg: CurriculumConfig, hooks: Sequence[StepHook]) -> None:
                             "hook is registered (muon-ad distill adds muon_ad.compress.PruningHook): set it to [1.0, 1.0]")
         if phase.qat and not any(hook.quantises for hook in hooks):
             raise UserError(f"curriculum.{name}.qat=true asks for quantisation-aware training, but no QAT hook is "
-                            "registered (QAT is not built yet): set it to false")
+                            "registered (muon_ad.compress.qat.QatHook performs it; recipes.distill adds it): set it to false")
 
 
 class Curriculum:

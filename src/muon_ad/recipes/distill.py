@@ -41,6 +41,7 @@ from diffusers.training_utils import EMAModel
 
 from muon_ad import DEFAULT_DISTILL_DIR, DEFAULT_TEACHER, checks
 from muon_ad.compress.hook import PruningHook
+from muon_ad.compress.qat import QatHook
 from muon_ad.config import check_config, save_config
 from muon_ad.data.images import save_image_atomic
 from muon_ad.distill import (
@@ -178,6 +179,8 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = (), init: Student | 
     if any(min(p.keep_rate) < 1 for _, p in cfg.curriculum.phases()) and not any(h.prunes for h in hooks):
         pruning = PruningHook(cfg.train.prune_criterion)
         hooks.append(pruning)
+    if any(phase.qat for _, phase in cfg.curriculum.phases()) and not any(hook.quantises for hook in hooks):
+        hooks.append(QatHook())  # `qat: true` in a config is performed by torchao's PT2E QAT (compress.qat)
     check_hooks(cfg.curriculum, hooks)
     _check_objective(cfg)
     curriculum = Curriculum(cfg.curriculum)

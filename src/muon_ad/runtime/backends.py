@@ -15,6 +15,7 @@ Images are float (B, 3, H, W) in [-1, 1], the project's convention; outputs come
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +29,8 @@ from PIL import Image
 from muon_ad import DEFAULT_STUDENT, default_path
 from muon_ad.data.images import to_tensor
 from muon_ad.errors import UserError
+from muon_ad.export.onnx import CONFIG, MODEL, STYLE, session
+from muon_ad.io import CHECKSUMS, checksum_problem
 from muon_ad.models.student import Student, load_student, pad_to_multiple
 
 
@@ -59,30 +62,56 @@ class TorchStudent:
 
 
 class OnnxStudent:
-    """A student exported to ONNX with inputs (content, style), run by ONNX Runtime on the CPU: the style code is
-    the prepared style image itself."""
+    """An exported student folder (`muon-ad export`: style.onnx, model.onnx, export.json) run by ONNX Runtime: the
+    style code is the style graph's tokens. Providers: CPU, or on `device="cuda"` TensorRT / CUDA where installed."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, multiple: int = 1,
-                 style_size: int | None = None) -> None:
+    def __init__(self, folder: str | Path, threads: int | None = None, device: str = "cpu") -> None:
         import onnxruntime as ort
 
-        if not Path(path).is_file():
-            raise UserError(f"ONNX model not found: {path}")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.inputs = [i.name for i in self.session.get_inputs()]
-        if len(self.inputs) != 2:
-            raise UserError(f"{path}: expected a student with 2 inputs (content, style), found {self.inputs}")
-        self.multiple, self.style_size = multiple, style_size
+        folder = Path(folder)
+        if not (folder / CONFIG).is_file():
+            raise UserError(f"not an exported student folder (needs {CONFIG}, {MODEL}, {STYLE}; "
+                            f"make one with muon-ad export): {folder}")
+        if (folder / CHECKSUMS).is_file() and (problem := checksum_problem(folder, (CONFIG, MODEL, STYLE))):
+            raise UserError(f"exported student {folder} is corrupt: {problem}")
+        try:
+            self.config = json.loads((folder / CONFIG).read_text())
+            self.multiple, self.style_size = int(self.config["multiple"]), int(self.config["style_size"])
+            self.max_side = int(self.config["max_side"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+            raise UserError(f"{folder / CONFIG} is not a valid export config") from None
+        providers = ["CPUExecutionProvider"]
+        if device != "cpu":
+            accelerated = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+                           if p in ort.get_available_providers()]
+            if not accelerated:
+                raise UserError(f"--device {device}: this ONNX Runtime has no CUDA or TensorRT provider "
+                                "(install onnxruntime-gpu), run the exported student on cpu")
+            providers = accelerated + providers
+        self.precision = self.config.get("precision", "fp32")
+        self.model, self.style = (_session(folder / name, threads, providers) for name in (MODEL, STYLE))
 
     def style_code(self, styles: Tensor) -> Tensor:
-        return styles
+        return torch.from_numpy(self.style.run(None, {"style": _array(styles)})[0])
 
     def run(self, contents: Tensor, code: Tensor) -> Tensor:
-        feed = {name: np.ascontiguousarray(x.float().cpu().numpy()) for name, x in zip(self.inputs, (contents, code))}
-        return torch.from_numpy(self.session.run(None, feed)[0])
+        height, width = contents.shape[-2:]
+        if height % self.multiple or width % self.multiple or max(height, width) > self.max_side:
+            raise UserError(f"the exported graph takes heights and widths that are multiples of {self.multiple} up to "
+                            f"{self.max_side}, got {height}x{width} (run_student pads to the multiple)")
+        code = code.expand(contents.shape[0], *code.shape[1:])
+        return torch.from_numpy(self.model.run(None, {"content": _array(contents), "tokens": _array(code)})[0])
+
+
+def _array(x: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().float().cpu().numpy())
+
+
+def _session(path: Path, threads: int | None, providers: list[str]):
+    try:
+        return session(path, threads, providers)
+    except Exception as error:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...) for a bad file
+        raise UserError(f"{path} does not load in ONNX Runtime: {str(error).splitlines()[0][:200]}") from None
 
 
 def default_student() -> Path:
@@ -90,12 +119,12 @@ def default_student() -> Path:
     return default_path(DEFAULT_STUDENT)
 
 
-def load_backend(path: str | Path, device: str = "cpu") -> StudentBackend:
-    """A student folder (torch) or an exported `.onnx` file (ONNX Runtime, CPU only)."""
-    if str(path).endswith(".onnx"):
-        if device != "cpu":
-            raise UserError("the ONNX Runtime path runs on cpu here; use the student folder for --device cuda")
-        return OnnxStudent(path)
+def load_backend(path: str | Path, device: str = "cpu", threads: int | None = None) -> StudentBackend:
+    """A student folder (torch), or an exported one (`muon-ad export`, ONNX Runtime; also named by its model.onnx)."""
+    path = Path(path)
+    folder = path.parent if path.suffix == ".onnx" else path
+    if (folder / CONFIG).is_file() or path.suffix == ".onnx":
+        return OnnxStudent(folder, threads=threads, device=device)
     return TorchStudent(load_student(path), device)
 
 

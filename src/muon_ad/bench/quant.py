@@ -1,0 +1,158 @@
+"""`muon-ad bench quant`: the fp32 torch student vs its fp32 and int8 ONNX Runtime exports, PTQ vs QAT, and the
+pruned + int8 edge student, on the same images in one run.
+
+- Latency: one frame at `resolution` through each backend (`runtime.run_student`), interleaved repeats, medians,
+  a fixed thread count (1 here: the machine is shared; it is in the JSON) for torch and ONNX Runtime alike.
+  latency_ratio_ort = int8 ORT / fp32 ORT; latency_ratio_torch = int8 ORT / fp32 torch;
+  edge_latency_ratio = pruned + int8 ORT / fp32 torch.
+- Size: bytes of the per-frame graph (model.onnx) int8 / fp32 (size_ratio), pruned int8 / fp32 (edge_size_ratio).
+- Quality: SSIM of the int8 images vs the fp32 torch student's on held-out built-in pairs at `resolution`:
+  ssim_vs_fp32 (PTQ), ssim_vs_fp32_qat (PTQ of the student trained with phase-3 QAT, vs that student's fp32).
+  Every calibration method (minmax / percentile / entropy), with and without reduce_range, is scored the same way.
+- The do-nothing baseline: the content image itself scored against the fp32 output (`ssim_identity_vs_fp32`),
+  so the SSIM figures are seen to be far above what a student that changes nothing gets.
+
+Students: the trained one (`runs/stylize-cpu/student`) and its QAT twin (`runs/stylize-cpu-qat/student`:
+`muon-ad distill configs/stylize-cpu.yaml curriculum.joint_optimisation.qat=true train.out_dir=runs/stylize-cpu-qat`).
+Without a trained student, a fresh one with a random head (a fresh head is zero: the identity map, nothing to lose).
+Pruning: `compress.prune.prune_student` at keep 0.5 (entropy criterion), then the same int8 export.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from muon_ad import DEFAULT_DISTILL_DIR
+from muon_ad.bench.common import SEED, BenchOutput, median, time_ms, trained_student
+from muon_ad.compress.prune import prune_student
+from muon_ad.compress.quant import CALIBRATION_METHODS, calibration_pairs, has_vnni
+from muon_ad.eval.quality import ssim
+from muon_ad.export.onnx import MODEL
+from muon_ad.models.student import Student, StudentConfig, load_student
+from muon_ad.recipes.export import export_student
+from muon_ad.runtime.backends import OnnxStudent, StudentBackend, TorchStudent, encode_style, run_student
+
+THREADS = 1
+EDGE_KEEP = 0.5
+QAT_STUDENT = Path(f"{DEFAULT_DISTILL_DIR}-qat") / "student"
+
+
+def bench_student(path: Path | None) -> tuple[Student, str]:
+    """The trained student (or a fresh one with a random head) and what it is, for the JSON."""
+    if path is not None:
+        return load_student(path), str(path)
+    torch.manual_seed(SEED)
+    student = Student(StudentConfig()).eval()
+    torch.nn.init.normal_(student.head[2].weight, std=0.02)
+    return student, "fresh default StudentConfig() with a random head (no trained student)"
+
+
+def images(backend: StudentBackend, contents: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    return torch.cat([run_student(backend, c, encode_style(backend, s)) for c, s in zip(contents, styles)])
+
+
+def edge_student(student: Student, contents: torch.Tensor, styles: torch.Tensor) -> tuple[Student, str]:
+    """The student pruned to EDGE_KEEP by the entropy criterion (no recovery fine-tune: `bench prune` measures
+    that), and what it is."""
+    batches = [(contents[i : i + 8], styles[i : i + 8]) for i in range(0, len(contents), 8)]
+    return (prune_student(student, EDGE_KEEP, batches, criterion="entropy"),
+            f"prune_student keep {EDGE_KEEP}, entropy, no fine-tune")
+
+
+def int8_exports(student: Student, root: Path, calibration: int, size: int) -> tuple[Path, Path]:
+    """(fp32 export folder, int8 export folder reusing its graphs) of `student` under `root`: the int8 export is
+    `muon-ad export --precision int8` with its defaults, calibrated on the seeded pairs the benchmark holds out from."""
+    fp32 = export_student(student, root / "fp32", "fp32", size=size, seed=SEED)
+    return fp32, export_student(student, root / "int8", "int8", calibration, size=size, seed=SEED, reuse=fp32)
+
+
+def deployed_students(student_path: Path | None, root: Path, size: int, calibration: int = 64,
+                      edge: bool = True) -> tuple[dict, dict]:
+    """({"int8": folder, "edge": folder}, notes): the int8 export of the student and (`edge`) of its pruned version,
+    for `bench realtime` and `bench memory`."""
+    student, _ = bench_student(student_path)
+    folders, notes = {"int8": int8_exports(student, root / "int8", calibration, size)[1]}, {}
+    if not edge:
+        return folders, notes
+    contents, styles = calibration_pairs(calibration, size, seed=SEED)
+    edge, notes["edge"] = edge_student(student, contents, styles)
+    folders["edge"] = int8_exports(edge, root / "edge", calibration, size)[1]
+    return folders, notes
+
+
+def measure(student_path: Path | None, qat_path: Path | None, resolution: int, calibration: int, repeats: int,
+            root: Path) -> BenchOutput:
+    torch.set_num_threads(THREADS)
+    student, described = bench_student(student_path)
+    contents, styles = calibration_pairs(calibration + 16, resolution, seed=SEED)
+    held_contents, held_styles = contents[-16:], styles[-16:]
+    fp32_dir, int8_dir = int8_exports(student, root / "ptq", calibration, resolution)
+    torch_fp32, ort_fp32, ort_int8 = TorchStudent(student), OnnxStudent(fp32_dir, THREADS), OnnxStudent(int8_dir, THREADS)
+    reference = images(torch_fp32, held_contents, held_styles)
+    metrics: dict[str, float | None] = {
+        "ssim_vs_fp32": ssim(images(ort_int8, held_contents, held_styles), reference),
+        "ssim_fp32_ort_vs_torch": ssim(images(ort_fp32, held_contents, held_styles), reference),
+        "ssim_identity_vs_fp32": ssim(held_contents, reference),
+        "size_ratio": (int8_dir / MODEL).stat().st_size / (fp32_dir / MODEL).stat().st_size,
+    }
+    # Calibration methods and reduce_range, each exported the same way and scored on the same held-out pairs.
+    methods = {}
+    for method in CALIBRATION_METHODS:
+        for reduce in (False, True):
+            name = f"{method}{'_reduce_range' if reduce else ''}"
+            trial = export_student(student, root / "methods" / name, "int8", calibration, method, reduce,
+                                   size=resolution, seed=SEED, reuse=fp32_dir)
+            methods[name] = ssim(images(OnnxStudent(trial, THREADS), held_contents, held_styles), reference)
+    metrics.update({f"ssim_vs_fp32_{name}": value for name, value in methods.items()})
+    best = max(methods, key=methods.get)
+
+    # Latency: one frame at the resolution, the backends interleaved repeat by repeat.
+    backends = {"torch_fp32": torch_fp32, "ort_fp32": ort_fp32, "ort_int8": ort_int8}
+    notes = {}
+    edge, notes["edge"] = edge_student(student, contents[:calibration], styles[:calibration])
+    _, edge_int8 = int8_exports(edge, root / "edge", calibration, resolution)
+    backends["edge_int8"] = OnnxStudent(edge_int8, THREADS)
+    metrics["edge_size_ratio"] = (edge_int8 / MODEL).stat().st_size / (fp32_dir / MODEL).stat().st_size
+    metrics["ssim_vs_fp32_edge"] = ssim(images(backends["edge_int8"], held_contents, held_styles), reference)
+    frame, codes = held_contents[:1], {name: encode_style(b, held_styles[0]) for name, b in backends.items()}
+    calls = {name: (lambda b=backend, c=codes[name]: run_student(b, frame, c)) for name, backend in backends.items()}
+    for call in calls.values():
+        time_ms(call, repeats=0, warmup=2)
+    times: dict[str, list[float]] = {name: [] for name in backends}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            times[name] += time_ms(call, repeats=1, warmup=0)
+    ms = {name: median(values) for name, values in times.items()}
+    metrics.update({f"{name}_ms": value for name, value in ms.items()})
+    metrics["latency_ratio_ort"] = ms["ort_int8"] / ms["ort_fp32"]
+    metrics["latency_ratio_torch"] = ms["ort_int8"] / ms["torch_fp32"]
+    metrics["edge_latency_ratio"] = ms["edge_int8"] / ms["torch_fp32"]
+
+    # PTQ of the QAT-trained twin, vs its own fp32.
+    metrics["ssim_vs_fp32_qat"] = None
+    if qat_path is not None:
+        qat = load_student(qat_path)
+        _, qat_int8 = int8_exports(qat, root / "qat", calibration, resolution)
+        qat_reference = images(TorchStudent(qat), held_contents, held_styles)
+        metrics["ssim_vs_fp32_qat"] = ssim(images(OnnxStudent(qat_int8, THREADS), held_contents, held_styles), qat_reference)
+        metrics["ssim_qat_int8_vs_plain_fp32"] = ssim(images(OnnxStudent(qat_int8, THREADS), held_contents, held_styles), reference)
+    else:
+        notes["qat"] = f"no QAT-trained student at {QAT_STUDENT} (see the module docstring for the command)"
+    metrics["resolution"] = resolution
+    config = {"student": described, "qat_student": str(qat_path) if qat_path else None, "resolution": resolution,
+              "threads": THREADS, "calibration_pairs": calibration, "calibration_size": resolution, "held_out_pairs": 16,
+              "calibration_method_export": "percentile", "best_calibration_method": best,
+              "cpu_has_vnni": has_vnni(), "reduce_range_export": not has_vnni(), "quantised_ops": "Conv",
+              "repeats": repeats, "edge_keep": EDGE_KEEP, "notes": notes}
+    baseline = (f"the fp32 torch student (and its fp32 ONNX Runtime export) at {resolution} px, {THREADS} thread, "
+                "same frames; quality vs the fp32 torch student's images on 16 held-out built-in pairs")
+    return BenchOutput(config=config, metrics=metrics, baseline=baseline, repeats=times)
+
+
+def run(quick: bool, device: str) -> BenchOutput:
+    with tempfile.TemporaryDirectory(prefix="bench-quant-") as root:
+        return measure(trained_student(), QAT_STUDENT if (QAT_STUDENT / "config.json").is_file() else None,
+                       128 if quick else 256, 32 if quick else 256, 5 if quick else 30, Path(root))
