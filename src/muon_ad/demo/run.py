@@ -13,8 +13,8 @@ Reads top to bottom; each stage calls the project's own components and saves its
 7. memory       peak memory of teacher and student (the memory benchmark)
 8. stream       a synthetic panning clip stylised live by the Muon-AD student, written as a GIF
 9. t2i          the compressed few-step text-to-image student; teacher vs student samples and costs
-10. compression pruning, quantisation, export, distributed communication: reported "not built yet"
-                until those capabilities exist
+10. edge        prune (+ recovery fine-tune) → int8 ONNX export → the stream again on ONNX Runtime, each step's
+                figures; distributed communication is reported "not run here" (`bench comm` needs 2 processes)
 11. report      DIR/index.html and DIR/report.md: pictures, curves, Pareto plot, the claims table
 
 Every number in the report is measured by this run; a stage that cannot run says so instead.
@@ -35,6 +35,7 @@ from muon_ad.demo.stages import (
     save_json,
     stage_ad,
     stage_distill,
+    stage_edge,
     stage_evaluate,
     stage_features,
     stage_memory,
@@ -77,6 +78,8 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False) -> Path:
     timed(stage_memory, s, teacher, students["Muon-AD"], out)
     timed(stage_stream, s, students["Muon-AD"], out)
     timed(stage_t2i, s, teacher, out)
+    timed(stage_edge, s, students["Muon-AD"], out)
+    timed(stage_stream, s, stages["edge"].results["export"], out, "edge-stream")
     for stage in stage_not_built():
         stages[stage.name] = stage
     index = write_report(stages, s, out, time.time() - start)

@@ -28,6 +28,9 @@ class DemoSettings:
     stream_frames: int
     latency_repeats: int = 10
     t2i_overrides: list[str] = field(default_factory=list)  # applied to configs/t2i-tiny.yaml (the t2i stage)
+    edge_keep: float = 0.5  # the edge stage: channels and heads the pruned student keeps (bench prune's setting)
+    edge_finetune_steps: int = 200  # its recovery fine-tune on the run's AD-target bank
+    edge_calibration: int = 64  # (content, style) pairs the int8 export is calibrated on
 
 
 QUICK = DemoSettings(
@@ -48,6 +51,8 @@ QUICK = DemoSettings(
     stream_size=64,
     stream_frames=12,
     latency_repeats=5,
+    edge_finetune_steps=2,
+    edge_calibration=8,
     t2i_overrides=["schedule.compress_steps=6", "schedule.consistency_steps=6", "schedule.batch_size=4",
                    "data.textures=48", "data.scenes=16", "data.val_count=8", "validation.every=6",
                    "validation.grid_prompts=4", "consistency.sample_steps=2"],

@@ -14,11 +14,13 @@ import torch
 from muon_ad import DEFAULT_STUDENT, DEFAULT_TEACHER, default_path
 from muon_ad.bench import BENCHMARKS, ad_convergence, distill_convergence, memory, realtime
 from muon_ad.bench import t2i as t2i_bench
+from muon_ad.bench.common import sample_pair
+from muon_ad.bench.prune import interleaved_latency
 from muon_ad.config import load_config
-from muon_ad.data.images import save_image_atomic
+from muon_ad.data.images import save_image_atomic, to_tensor
 from muon_ad.demo.settings import T2I_CONFIG, TEACHER_CONFIG, DemoSettings
 from muon_ad.eval.domain_features import DomainFeatures
-from muon_ad.eval.profile import measure_latency, median
+from muon_ad.eval.profile import count_flops, count_parameters, measure_latency, median
 from muon_ad.eval.recognition import train_judges
 from muon_ad.eval.report import convergence_figure, save_figure, style_content_figure
 from muon_ad.eval.style_strength import score_stylization, style_strength_ratio
@@ -32,7 +34,9 @@ from muon_ad.eval.stylization import (
 from muon_ad.io import write_folder_atomic, write_text_atomic
 from muon_ad.models.teacher import load_teacher
 from muon_ad.recipes.distill import as_baseline, distill
+from muon_ad.recipes.compress import prune
 from muon_ad.recipes.distill_t2i import DistillT2IConfig, distill_t2i
+from muon_ad.recipes.export import export_student
 from muon_ad.recipes.train_teacher import TrainTeacherConfig, train_teacher
 from muon_ad.runtime import FrameWriter, Stylizer, encode_style, load_backend, run_stream, run_student, synthetic_frames
 from muon_ad.visual import image_grid
@@ -180,19 +184,20 @@ def stage_memory(s: DemoSettings, teacher_path: Path, student: str, out: Path) -
     return Stage("memory", note=result.config["measured"], results=result.metrics)
 
 
-def stage_stream(s: DemoSettings, student: str, out: Path) -> Stage:
-    """A panning synthetic clip, stylised frame by frame with change skipping, as `muon-ad stream` does."""
+def stage_stream(s: DemoSettings, student: str, out: Path, name: str = "stream") -> Stage:
+    """A panning synthetic clip, stylised frame by frame with change skipping, as `muon-ad stream` does (`student`:
+    a torch student folder or an exported one)."""
     _, styles = builtin_pairs(1, s.stream_size)
     frames = list(synthetic_frames(s.stream_size, s.stream_frames, drift=max(1.0, s.stream_size / 32)))
     stylizer = Stylizer(load_backend(student), styles[0], skip_threshold=0.01)
-    with FrameWriter(out / "stream" / "input.gif", fps=12) as source, FrameWriter(out / "stream" / "stylised.gif", fps=12) as sink:
+    with FrameWriter(out / name / "input.gif", fps=12) as source, FrameWriter(out / name / "stylised.gif", fps=12) as sink:
         for frame in frames:
             source.write(frame)
         stats = run_stream(frames, stylizer, sink=sink.write, progress=False)
-    save_image_atomic(styles[0], out / "stream" / "style.png")
-    return Stage("stream", note=f"{s.stream_frames} synthetic frames at {s.stream_size} px, skip threshold 0.01",
-                 results={**stats.summary(), "input": str(out / "stream" / "input.gif"),
-                          "output": str(out / "stream" / "stylised.gif"), "style": str(out / "stream" / "style.png")})
+    save_image_atomic(styles[0], out / name / "style.png")
+    return Stage(name, note=f"{s.stream_frames} synthetic frames at {s.stream_size} px, skip threshold 0.01",
+                 results={**stats.summary(), "input": str(out / name / "input.gif"),
+                          "output": str(out / name / "stylised.gif"), "style": str(out / name / "style.png")})
 
 
 def stage_t2i(s: DemoSettings, teacher_path: Path, out: Path) -> Stage:
@@ -211,12 +216,36 @@ def stage_t2i(s: DemoSettings, teacher_path: Path, out: Path) -> Stage:
                  f"teacher's {teacher.default_steps} DDIM steps", results=results)
 
 
+def stage_edge(s: DemoSettings, student: str, out: Path) -> Stage:
+    """The edge path, as `muon-ad prune` then `muon-ad export --precision int8` run it: the Muon-AD student pruned
+    (entropy criterion) with a short recovery fine-tune, exported to an int8 ONNX Runtime folder, and timed against
+    the fp32 torch student through the one runtime path (the stream stage then runs the export)."""
+    pruned = prune(student, s.edge_keep, out / "edge" / "pruned", "entropy", s.edge_finetune_steps)
+    exported = export_student(pruned, out / "edge" / "int8", "int8", s.edge_calibration)
+    content, style = (to_tensor(image).unsqueeze(0) for image in sample_pair(s.resolution))
+    models = {"student": load_backend(student).student, "pruned": load_backend(pruned).student}
+    flops = {name: count_flops(model, content, style) for name, model in models.items()}
+    params = {name: count_parameters(model) for name, model in models.items()}
+    times = interleaved_latency({"student": Path(student), "pruned": pruned, "edge": exported}, s.resolution,
+                                s.latency_repeats, "cpu")
+    ms = {name: median(values) for name, values in times.items()}
+    report = json.loads((exported / "report.json").read_text())
+    student_mb = (Path(student) / "model.safetensors").stat().st_size / 1e6
+    results = {"flops_reduction": 1 - flops["pruned"] / flops["student"],
+               "params_reduction": 1 - params["pruned"] / params["student"],
+               "ms_per_frame": ms, "latency_ratio": ms["pruned"] / ms["student"],
+               "edge_latency_ratio": ms["edge"] / ms["student"],
+               "ssim_int8_vs_fp32": report["quality"]["ssim_vs_fp32"], "model_onnx_mb": report["files_mb"]["model.onnx"],
+               "student_mb": student_mb, "pruned": str(pruned), "export": str(exported)}
+    save_json(out / "edge" / "result.json", results)
+    return Stage("edge", note=f"keep {s.edge_keep}, entropy criterion, {s.edge_finetune_steps} fine-tune steps; "
+                 f"int8 calibrated on {s.edge_calibration} pairs; {s.resolution} px, torch and ONNX Runtime",
+                 results=results)
+
+
 def stage_not_built() -> list[Stage]:
     """Capabilities of the method that the project does not have yet: listed, never faked."""
     checks = {
-        "prune": ("muon_ad.compress.prune", "prune", "entropy-driven head/channel pruning and compaction"),
-        "quantise": ("muon_ad.compress.quant", "quant", "mixed-precision int8/bf16 quantisation"),
-        "export": ("muon_ad.export.onnx", None, "ONNX export of the student (ONNX Runtime path: `muon-ad stream --student EXPORT_DIR`)"),
         "comm": (None, "comm", "ZeRO-1 + gradient compression communication benchmark"),
     }
     stages = []
