@@ -98,6 +98,8 @@ def test_a_missing_default_names_the_one_a_demo_left(tmp_path, monkeypatch):
     (("stream", "--style", "style.png", "--size", "2"), "--size must be"),
     (("evaluate", "one", "--real", "."), "TARGET one: 1 readable image files, at least 2 needed"),
     (("evaluate", ".", "--real", ".", "--pairs", "one"), "--pairs one: 2 image files for 3 in ."),
+    (("distill", "absent.yaml"), "config file not found: absent.yaml"),
+    (("distill-t2i", "absent.yaml"), "config file not found: absent.yaml"),
 ])
 def test_mistakes_are_answered_before_torch_is_imported(pictures, args, message):
     fake_teacher(pictures / "T")

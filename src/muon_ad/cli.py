@@ -495,6 +495,7 @@ def distill_t2i_command(
                                   "(optimizer.name=adamw distill.conflict_projection=false), in OUT_DIR-adamw."),
 ) -> None:
     """Distil the compressed, few-step text-to-image student from the teacher (resumes from its last checkpoint)."""
+    _config_file(config)
     from muon_ad.config import load_config
     from muon_ad.recipes.distill import as_baseline
     from muon_ad.recipes.distill_t2i import DistillT2IConfig, distill_t2i

@@ -128,15 +128,15 @@ class DistillTrainConfig:
         checks.fields_within("train", self, ("checkpoint_every", "max_nonfinite_steps"), 1)
 
 
-def _optimizer_defaults() -> OptimizerConfig:
-    # Muon's lr is matched to AdamW's, so the curriculum's lrs mean the same update size for both.
+def matched_optimizer_defaults() -> OptimizerConfig:
+    """Muon's lr matched to AdamW's, so a recipe's lrs mean the same update size for both (distill, distill_t2i)."""
     return OptimizerConfig(adjust_lr="match_rms_adamw", lr=1e-3, weight_decay=0.01, adamw_lr=1e-3)
 
 
 @dataclass
 class DistillConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
-    optimizer: OptimizerConfig = field(default_factory=_optimizer_defaults)
+    optimizer: OptimizerConfig = field(default_factory=matched_optimizer_defaults)
     distill: DistillLossConfig = field(default_factory=DistillLossConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     data: DistillDataConfig = field(default_factory=DistillDataConfig)

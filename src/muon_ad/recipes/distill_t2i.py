@@ -44,6 +44,7 @@ from muon_ad.errors import UserError
 from muon_ad.models.t2i_student import VARIANTS, build_student, parameter_count
 from muon_ad.models.teacher import Teacher, load_teacher, save_teacher
 from muon_ad.optim import ConflictProjection, OptimizerConfig, build_optimizer
+from muon_ad.recipes.distill import matched_optimizer_defaults
 from muon_ad.recipes.train_teacher import TeacherDataConfig, build_bank
 from muon_ad.training import (
     AMP_CHOICES,
@@ -139,14 +140,10 @@ class T2ITrainConfig:
         checks.fields_within("train", self, ("checkpoint_every", "max_nonfinite_steps"), 1)
 
 
-def _optimizer_defaults() -> OptimizerConfig:
-    return OptimizerConfig(adjust_lr="match_rms_adamw", lr=1e-3, weight_decay=0.01, adamw_lr=1e-3)
-
-
 @dataclass
 class DistillT2IConfig:
     student: T2IStudentConfig = field(default_factory=T2IStudentConfig)
-    optimizer: OptimizerConfig = field(default_factory=_optimizer_defaults)
+    optimizer: OptimizerConfig = field(default_factory=matched_optimizer_defaults)
     distill: T2ILossConfig = field(default_factory=T2ILossConfig)
     consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
     schedule: T2IScheduleConfig = field(default_factory=T2IScheduleConfig)
