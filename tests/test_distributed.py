@@ -18,8 +18,10 @@ from muon_ad.errors import UserError
 from muon_ad.models.student import StudentConfig
 from muon_ad.models.teacher import build_tiny_teacher, save_teacher
 from muon_ad.recipes.distill import DistillConfig, DistillTrainConfig, ValidationConfig, distill
+from muon_ad.recipes.distill_t2i import DistillT2IConfig, distill_t2i
 from muon_ad.training import distributed
 from tests.test_distill_recipe import rows
+from tests.test_t2i import VOCABULARY, tiny_recipe
 from tests.tiny import TINY_TEACHER
 
 STUDENT = StudentConfig(base_channels=8, stem_stride=2, heads=2, style_channels=(8, 16), style_dim=16, style_grid=2,
@@ -62,7 +64,7 @@ def _flat(module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in module.parameters()]).clone()
 
 
-def _worker(cfg: DistillConfig, record: str | None, kill_at: int | None) -> str:
+def _worker(cfg: DistillConfig | DistillT2IConfig, record: str | None, kill_at: int | None) -> str:
     """One rank: the recipe through the CLI's error handling. Records its parameters before every step (= after
     the previous one); `kill_at`: rank 1 of the first attempt SIGKILLs itself before that step."""
     torch.set_num_threads(1)
@@ -75,7 +77,7 @@ def _worker(cfg: DistillConfig, record: str | None, kill_at: int | None) -> str:
 
     try:
         with distributed.errors_from_rank0():
-            distill(cfg, hooks=[hook])
+            distill_t2i(cfg) if isinstance(cfg, DistillT2IConfig) else distill(cfg, hooks=[hook])
     except UserError as error:
         Path(cfg.train.out_dir).mkdir(parents=True, exist_ok=True)
         Path(cfg.train.out_dir, "error.txt").write_text(str(error))
@@ -87,7 +89,7 @@ def _worker(cfg: DistillConfig, record: str | None, kill_at: int | None) -> str:
     return "done"
 
 
-def launch(cfg: DistillConfig, record: str | None = None, kill_at: int | None = None, restarts: int = 0) -> dict:
+def launch(cfg: DistillConfig | DistillT2IConfig, record: str | None = None, kill_at: int | None = None, restarts: int = 0) -> dict:
     """2 ranks through torchrun's launcher (`torchrun --max-restarts RESTARTS` runs this very code)."""
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2, run_id="test", rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", max_restarts=restarts, monitor_interval=0.1,
@@ -168,3 +170,63 @@ def test_more_processes_than_a_batch_splits_into_is_one_line_from_rank_0(teacher
         "2 processes cannot share curriculum.style_alignment.batch_size=3 equally (each rank takes an equal slice of "
         "every batch): launch a number of processes that divides it, or change it")
     assert not list(out.glob("step-*")) and not (out / "log.csv").exists()
+
+
+def test_the_teachers_terms_with_projection_on_two_ranks_match_one_process(teacher, bank, tmp_path):
+    # The step's timesteps and noise are drawn for the global batch and sliced; DDP stays out of the backward and
+    # each objective's gradient is averaged by hand. (Not with a content weight here: L1 between the queries of an
+    # image and of its own content has a gradient of signs of rounding noise while the student is still the identity.)
+    runs = {}
+    for name, run in (("one", distill), ("two", launch)):
+        cfg = recipe(teacher, bank, tmp_path / name, steps=3, **{"distill.conflict_projection": True})
+        cfg.curriculum.style_alignment.style_weight = 0.5
+        run(cfg)
+        runs[name] = student(tmp_path / name)
+    assert_close(runs["two"], runs["one"], atol=1e-5)
+
+
+def _projection_worker(batch: torch.Tensor) -> list[torch.Tensor]:
+    """This rank's half of the batch through two conflicting objectives, combined with the ranks' mean gradients."""
+    from muon_ad.optim import ConflictProjection
+
+    distributed.setup("cpu", TIMEOUT_S)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    x = distributed.shard(batch)
+    losses = [(model(x) - 1).pow(2).mean(), (model(x) + 1).pow(2).mean()]
+    ConflictProjection(threshold=0.0, rate=1.0).backward(losses, list(model.parameters()),
+                                                         reduce=distributed.average_gradients)
+    return [p.grad for p in model.parameters()]
+
+
+def test_projection_combines_the_global_batchs_gradients(tmp_path):
+    batch = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    batch[4:] *= 3  # the two halves' gradients differ: projecting each rank's own would give another result
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2, run_id="projection", rdzv_backend="c10d",
+                          rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1, start_method="fork",
+                          rdzv_configs={"timeout": TIMEOUT_S})
+    ranks = elastic_launch(config, _projection_worker)(batch)
+    expected = _projection_worker(batch)  # one process, the whole batch
+    for got in ranks.values():
+        for g, e in zip(got, expected):
+            torch.testing.assert_close(g, e, atol=1e-6, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def t2i_teacher(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_teacher(build_tiny_teacher(TINY_TEACHER, VOCABULARY), tmp_path_factory.mktemp("t2i") / "teacher")
+
+
+def test_the_text_to_image_recipe_on_two_ranks_matches_one_process(t2i_teacher, tmp_path):
+    def t2i(out):
+        cfg = tiny_recipe(t2i_teacher, out)  # batch 2: one image per rank; both phases, conflict projection on
+        cfg.distributed.timeout_s = TIMEOUT_S
+        return cfg
+
+    distill_t2i(t2i(tmp_path / "one"))
+    assert launch(t2i(tmp_path / "two")) == {0: "done", 1: "done"}
+    one, two = (load_file(str(tmp_path / name / "student" / "unet" / "diffusion_pytorch_model.safetensors"))
+                for name in ("one", "two"))
+    assert_close(two, one, atol=1e-5)
+    assert len(rows(tmp_path / "two" / "log.csv")) == 4  # rank 0 alone wrote

@@ -500,12 +500,16 @@ def distill_t2i_command(
     from muon_ad.recipes.distill import as_baseline
     from muon_ad.recipes.distill_t2i import DistillT2IConfig, distill_t2i
 
+    from muon_ad.training import distributed
+
     cfg = load_config(DistillT2IConfig, config, overrides or [])
     if baseline:
         cfg = as_baseline(cfg)
-    folder = distill_t2i(cfg)
-    typer.echo(f"student: {folder} (muon-ad sample --teacher {folder} -p ...)\n"
-               f"teacher vs student: {Path(cfg.train.out_dir) / 'samples.png'}")
+    with distributed.errors_from_rank0():  # under torchrun / accelerate launch: one line from rank 0, not N
+        folder = distill_t2i(cfg)
+    if distributed.is_main_process():
+        typer.echo(f"student: {folder} (muon-ad sample --teacher {folder} -p ...)\n"
+                   f"teacher vs student: {Path(cfg.train.out_dir) / 'samples.png'}")
 
 # --- pruning (issue #16) ---
 @app.command("prune")

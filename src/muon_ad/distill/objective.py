@@ -125,13 +125,15 @@ class DistillObjective:
     def __call__(
         self, student: Student, content: Tensor, style: Tensor, content_latents: Tensor, style_latents: Tensor,
         style_weight: float, content_weight: float, generator: torch.Generator | None = None,
-        targets: Tensor | None = None,
+        targets: Tensor | None = None, shard: tuple[int, int] = (0, 1),
     ) -> DistillTerms:
         """The student's images for one batch of pairs, the scalar losses, and the two weighted objectives.
 
         With `targets` (the AD images of these pairs) L_target joins the style objective. When both weights
         are 0 nothing needs the teacher: its passes are skipped (about 5x cheaper a step) and L_AD, L_KL and
-        L_content are reported as 0."""
+        L_content are reported as 0. `shard` = (rank, ranks), ranks > 1: the batch is slice `rank` of a global batch
+        `ranks` times as large; the timesteps and noise are drawn for the global batch and sliced, so N ranks draw what one
+        process of the global batch draws (and their RNGs stay equal)."""
         if style_weight == 0 and content_weight == 0:  # the student's attention maps are needed by L_KL only
             image = student(content, style)
             target = F.l1_loss(image.float(), targets) if targets is not None else image.new_zeros(())
@@ -145,8 +147,11 @@ class DistillObjective:
         target = F.l1_loss(image.float(), targets) if targets is not None else image.new_zeros(())
 
         batch, device = len(content), content.device
-        t = torch.randint(self.cfg.t_min, self.cfg.t_max, (batch,), generator=generator, device="cpu").to(device)
-        eps, eps_style = (torch.randn(content_latents.shape, generator=generator).to(device) for _ in range(2))
+        rank, shards = shard
+        draws = batch * shards
+        t = torch.randint(self.cfg.t_min, self.cfg.t_max, (draws,), generator=generator, device="cpu")
+        eps, eps_style = (torch.randn((draws, *content_latents.shape[1:]), generator=generator) for _ in range(2))
+        t, eps, eps_style = (x.reshape(shards, batch, *x.shape[1:])[rank].to(device) for x in (t, eps, eps_style))
         unet = self.teacher.unet
         with torch.no_grad(), AttentionCapture(unet, layers=self.ad_layers, record=("q", "k", "v")) as capture:
             references = torch.cat([self.noise.add_noise(content_latents, eps, t),

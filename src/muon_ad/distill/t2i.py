@@ -121,8 +121,10 @@ class CompressObjective:
                 AttentionCapture(self.teacher.unet, [t_ for _, t_ in self.attention], record=(), maps=maps) as cap:
             teacher_eps = self.teacher.unet(noisy, t, text).sample
             teacher_maps = cap.records
-        with block_outputs(student, [s for s, _ in self.blocks]) as student_feats, \
-                AttentionCapture(student, [s for s, _ in self.attention], record=(), maps=maps) as cap:
+        # `student` may be its DDP wrapper (several processes): capture on the module itself, run through the wrapper.
+        module = getattr(student, "module", student)
+        with block_outputs(module, [s for s, _ in self.blocks]) as student_feats, \
+                AttentionCapture(module, [s for s, _ in self.attention], record=(), maps=maps) as cap:
             student_eps = student(noisy, t, text).sample
             student_maps = cap.records
         task = F.mse_loss(student_eps.float(), eps.float())

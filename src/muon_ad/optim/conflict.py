@@ -8,7 +8,7 @@ the result does not depend on the order of the objectives (PCGrad's random order
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -45,12 +45,18 @@ class ConflictProjection:
                 out[k] = combined
         return out
 
-    def backward(self, losses: Sequence[Tensor], params: Sequence[Tensor]) -> None:
-        """Backpropagate each loss separately, combine, and accumulate the result into `p.grad`."""
+    def backward(self, losses: Sequence[Tensor], params: Sequence[Tensor],
+                 reduce: Callable[[Sequence[Tensor | None]], Sequence[Tensor | None]] | None = None) -> None:
+        """Backpropagate each loss separately, combine, and accumulate the result into `p.grad`.
+
+        `reduce` maps each objective's gradients before they are combined: on several processes, their mean over
+        the ranks, so the projection acts on the global batch's gradients, as one process would."""
         grads = [
             torch.autograd.grad(loss, params, retain_graph=i < len(losses) - 1, allow_unused=True)
             for i, loss in enumerate(losses)
         ]
+        if reduce is not None:
+            grads = [reduce(g) for g in grads]
         for p, g in zip(params, self.combine(grads)):
             if g is not None:
                 p.grad = g if p.grad is None else p.grad + g

@@ -29,6 +29,7 @@ same command again resumes the run bit-identically. A step with a non-finite los
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -349,16 +350,17 @@ def _check_objective(cfg: DistillConfig) -> None:
 
 
 def _check_distributed(cfg: DistillConfig) -> None:
-    """On several processes: every batch splits into equal slices; conflict projection is one process only."""
+    """On several processes: every batch splits into equal slices; gradient compression and conflict projection
+    (which averages each objective's gradient by hand) do not mix."""
     distributed.check_shards([(f"curriculum.{name}.batch_size", p.batch_size) for name, p in cfg.curriculum.phases()
                               if p.steps])
-    weight, weights = 0.0, []  # each phase's starting λ (None carries the previous phase's over)
-    for _, phase in cfg.curriculum.phases():
-        weight = weight if phase.content_weight is None else phase.content_weight
-        weights.append(phase.steps and (weight > 0 or phase.adapt_content_weight))
-    if distributed.world_size() > 1 and cfg.distill.conflict_projection and any(weights):
-        raise UserError("distill.conflict_projection with a content weight is one process only (it backpropagates "
-                        "each objective on its own, outside DDP's all-reduce): set distill.conflict_projection=false")
+    teacher_terms = any(p.steps and (p.style_weight != 0 or p.content_weight != 0 or p.adapt_content_weight)
+                        for _, p in cfg.curriculum.phases())
+    if (distributed.world_size() > 1 and cfg.distill.conflict_projection and teacher_terms
+            and cfg.distributed.grad_compression != "none"):
+        raise UserError(f"distributed.grad_compression={cfg.distributed.grad_compression} compresses DDP's all-reduce, "
+                        "but with conflict projection on the teacher's terms each objective's gradient is averaged on "
+                        "its own, uncompressed: set distill.conflict_projection=false or distributed.grad_compression=none")
 
 
 def train_step(
@@ -378,12 +380,16 @@ def train_step(
         style_index = distributed.shard(torch.randint(len(train.style.images), (plan.batch_size,)))
         target = None
     content, *rest = train.batch(content_index, style_index, device)
-    with autocast(cfg.amp, device):
-        terms = objective(student, content, *rest, style_weight=plan.style_weight,
-                          content_weight=plan.content_weight, targets=target)
+    # Projection needs each objective's own gradient, which exists once the teacher's terms are on; on several
+    # processes DDP then stays out of the backward and each objective's gradient is averaged over the ranks by hand.
+    separate = projection is not None and (plan.style_weight != 0 or plan.content_weight != 0)
+    with distributed.no_sync(student) if separate else contextlib.nullcontext(), autocast(cfg.amp, device):
+        terms = objective(student, content, *rest, style_weight=plan.style_weight, content_weight=plan.content_weight,
+                          targets=target, shard=(distributed.rank(), distributed.world_size()))
     params = [p for p in student.parameters() if p.requires_grad]
-    if projection is not None and terms.content_objective.requires_grad:
-        projection.backward([terms.style_objective, terms.content_objective], params)
+    if separate:
+        projection.backward([terms.style_objective, terms.content_objective], params,
+                            reduce=distributed.average_gradients)
     else:
         terms.loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

@@ -12,6 +12,11 @@ phase 2 (`schedule.consistency_steps`): latent consistency distillation of the s
 tokenizer, the student UNet, an LCMScheduler, and `sampling.json`: its steps, no guidance) and a grid of
 teacher vs student samples for the same prompts and seeds.
 
+Several processes (`torchrun --nproc-per-node N -m muon_ad distill-t2i CONFIG`, or `accelerate launch`): the
+machinery of `distill` (`training.distributed`, section `distributed:`): DDP, each rank an equal slice of every global
+batch, rank 0 alone validating and writing, and conflict projection on each objective's gradient averaged over the
+ranks, so N processes train what one process of the same global batch trains.
+
 Baseline: `--baseline` = AdamW everywhere and no conflict projection, in OUT_DIR-adamw (`recipes.distill.as_baseline`).
 Logs: log.csv (every step), val.csv, TensorBoard in tensorboard/. Ctrl-C (or SIGTERM) saves at the end of the
 step it lands in; the same command resumes. Non-finite steps are skipped; `max_nonfinite_steps` in a row stop it.
@@ -19,6 +24,7 @@ step it lands in; the same command resumes. Non-finite steps are skipped; `max_n
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -48,17 +54,20 @@ from muon_ad.recipes.distill import matched_optimizer_defaults
 from muon_ad.recipes.train_teacher import TeacherDataConfig, build_bank
 from muon_ad.training import (
     AMP_CHOICES,
+    distributed,
     GracefulStop,
     MetricLogger,
     NonFiniteGuard,
     all_finite,
     autocast,
+    is_main_process,
     progress_bar,
     resume_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
+from muon_ad.training.distributed import DistributedConfig
 from muon_ad.visual import image_grid
 
 log = logging.getLogger("muon_ad.distill_t2i")
@@ -150,6 +159,7 @@ class DistillT2IConfig:
     data: T2IDataConfig = field(default_factory=T2IDataConfig)
     validation: T2IValidationConfig = field(default_factory=T2IValidationConfig)
     train: T2ITrainConfig = field(default_factory=T2ITrainConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 LOG_FIELDS = ["step", "phase", "lr", "loss", "task", "output", "feature", "kl", "consistency", "grad_norm",
@@ -206,6 +216,13 @@ class Draws:
         self.t = timesteps(len(index), generator).to(device)
         self.eps = torch.randn(self.latents.shape, generator=generator).to(device)
 
+    def shard(self) -> "Draws":
+        """This rank's slice of the global batch (all of it on one process): every rank draws the whole batch from
+        the same RNG, so their RNGs, and the checkpoints', stay equal."""
+        for name in ("latents", "text", "t", "eps"):
+            setattr(self, name, distributed.shard(getattr(self, name)))
+        return self
+
 
 def distill_t2i(cfg: DistillT2IConfig) -> Path:
     """Run (or resume) the recipe; returns the saved student folder (a diffusers SD folder)."""
@@ -213,12 +230,14 @@ def distill_t2i(cfg: DistillT2IConfig) -> Path:
     checks.device("train.device", cfg.train.device)
     checks.writable_output("train.out_dir", cfg.train.out_dir)
     out = Path(cfg.train.out_dir)
-    device = torch.device(cfg.train.device)
+    device = torch.device(distributed.setup(cfg.train.device, cfg.distributed.timeout_s))  # no-op on one process
+    _check_distributed(cfg)
     teacher = load_teacher(cfg.train.teacher, device)
     if cfg.data.size != teacher.image_size:
         raise UserError(f"data.size ({cfg.data.size}) must be the teacher's image size ({teacher.image_size})")
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    if is_main_process():
+        save_config(cfg, out / "config.yaml")
     train, val = encode_bank(teacher, image_caption_bank(cfg.data)).split(cfg.data.val_count)
     torch.manual_seed(cfg.train.seed)
     student, copied = build_student(teacher.unet, cfg.student.variant)
@@ -229,7 +248,8 @@ def distill_t2i(cfg: DistillT2IConfig) -> Path:
     target.load_state_dict(student.state_dict())
     compress = CompressObjective(teacher, student, cfg.distill)
     consistency = ConsistencyObjective(teacher, cfg.consistency)
-    optimizer = build_optimizer(student, cfg.optimizer)
+    optimizer = build_optimizer(student, cfg.optimizer)  # ZeRO-1 (ShardedMuon) on several processes with zero1
+    model = distributed.wrap(student, cfg.distributed)  # DDP on several processes
     d = cfg.distill
     projection = ConflictProjection(d.conflict_threshold, d.conflict_rate) if d.conflict_projection else None
     s = cfg.schedule
@@ -247,14 +267,17 @@ def distill_t2i(cfg: DistillT2IConfig) -> Path:
 
     def checkpoint() -> None:
         conflicts = [projection.checked, projection.acted] if projection is not None else [0, 0]
-        save_checkpoint(out, step, {"student": student, "target": target}, {
-            "optimizer": optimizer.state_dict(), "guard": guard.state_dict(), "conflicts": conflicts,
-            "rng": rng_state()})
+        optimizer_state = optimizer.state_dict()  # collective with ZeRO-1: every rank's share, gathered
+        if is_main_process():
+            save_checkpoint(out, step, {"student": student, "target": target}, {
+                "optimizer": optimizer_state, "guard": guard.state_dict(), "conflicts": conflicts, "rng": rng_state()})
 
     def uniform(n: int, generator: torch.Generator | None) -> torch.Tensor:
         return torch.randint(teacher.scheduler.config.num_train_timesteps, (n,), generator=generator)
 
     def validation(phase: int) -> None:
+        if not is_main_process():  # only rank 0 validates
+            return
         metrics = validate(phase, student, target, teacher, compress, consistency, val, cfg, uniform, device)
         logger.log("val.csv", {"step": step, "phase": phase, **metrics}, step, scalars=VAL_FIELDS[2:])
         log.info("step %d (phase %d): val_loss %.4f", step, phase, metrics["val_loss"])
@@ -276,21 +299,26 @@ def distill_t2i(cfg: DistillT2IConfig) -> Path:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 index = torch.randint(len(train.captions), (s.batch_size,))
+                separate = projection is not None and phase == 1  # two objectives, projected: each its own gradient
                 if phase == 1:
-                    draws = Draws(teacher, train, index, d.caption_dropout, uniform, None, device)
-                    with autocast(cfg.train.amp, device):
-                        terms = compress(student, draws.latents, draws.text, draws.t, draws.eps)
+                    draws = Draws(teacher, train, index, d.caption_dropout, uniform, None, device).shard()
+                    with distributed.no_sync(model) if separate else contextlib.nullcontext(), \
+                            autocast(cfg.train.amp, device):
+                        terms = compress(model, draws.latents, draws.text, draws.t, draws.eps)
                     result = {k: getattr(terms, k).item() for k in ("task", "output", "feature", "kl")}
                     result["consistency"] = 0.0
                     objectives = [terms.distill_objective, terms.task_objective]
                 else:
-                    draws = Draws(teacher, train, index, 0.0, consistency.draw_timesteps, None, device)
+                    draws = Draws(teacher, train, index, 0.0, consistency.draw_timesteps, None, device).shard()
                     with autocast(cfg.train.amp, device):
-                        loss = consistency(student, target, draws.latents, draws.text, draws.t, draws.eps)
+                        loss = consistency(model, target, draws.latents, draws.text, draws.t, draws.eps)
                     result = {"task": 0.0, "output": 0.0, "feature": 0.0, "kl": 0.0, "consistency": loss.item()}
                     objectives = [loss]
-                finite, grad_norm, total_loss = _optimizer_step(objectives, student, optimizer, projection,
-                                                                cfg.train.grad_clip)
+                finite, grad_norm, total_loss = _optimizer_step(objectives, student, optimizer,
+                                                                projection if separate else None, cfg.train.grad_clip)
+                # the global batch's figures, the same on every rank
+                result = distributed.mean_over_ranks({**result, "loss": total_loss})
+                total_loss = result.pop("loss")
                 if finite and phase == 2:
                     update_target(target, student, cfg.consistency.target_decay)
                 step += 1
@@ -308,20 +336,34 @@ def distill_t2i(cfg: DistillT2IConfig) -> Path:
         bar.close()
         logger.close()
 
-    folder = save_student_pipeline(teacher, student, cfg.consistency, out / "student")
-    save_image_atomic(comparison_grid(teacher, load_teacher(folder, device), cfg.validation.grid_prompts, seed=0),
-                      out / "samples.png")
+    folder = out / "student"
+    if is_main_process():
+        folder = save_student_pipeline(teacher, student, cfg.consistency, folder)
+        save_image_atomic(comparison_grid(teacher, load_teacher(folder, device), cfg.validation.grid_prompts, seed=0),
+                          out / "samples.png")
+    distributed.barrier()  # the student is on disk before any rank returns
     log.info("student saved to %s; teacher vs student samples in %s", folder, out / "samples.png")
     return folder
 
 
+def _check_distributed(cfg: DistillT2IConfig) -> None:
+    """On several processes: the global batch splits into equal slices; compression and projection do not mix."""
+    distributed.check_shards([("schedule.batch_size", cfg.schedule.batch_size)])
+    if (distributed.world_size() > 1 and cfg.distill.conflict_projection and cfg.schedule.compress_steps
+            and cfg.distributed.grad_compression != "none"):
+        raise UserError(f"distributed.grad_compression={cfg.distributed.grad_compression} compresses DDP's all-reduce, "
+                        "but with conflict projection phase 1 averages each objective's gradient on its own, "
+                        "uncompressed: set distill.conflict_projection=false or distributed.grad_compression=none")
+
+
 def _optimizer_step(objectives: list[torch.Tensor], student: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     projection: ConflictProjection | None, grad_clip: float) -> tuple[bool, float, float]:
-    """Backward (conflict projection between two objectives when enabled), clip, step unless non-finite."""
+    """Backward (with `projection`: conflict projection between the objectives, each one's gradient averaged over
+    the ranks first; the forward ran outside DDP's sync), clip, step unless non-finite."""
     params = [p for p in student.parameters() if p.requires_grad]
     loss = sum(objectives)
-    if projection is not None and len(objectives) > 1 and all(o.requires_grad for o in objectives):
-        projection.backward(objectives, params)
+    if projection is not None:
+        projection.backward(objectives, params, reduce=distributed.average_gradients)
     else:
         loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)

@@ -133,6 +133,27 @@ def wrap(model: nn.Module, cfg: DistributedConfig, find_unused_parameters: bool 
     return ddp
 
 
+def no_sync(model: nn.Module) -> contextlib.AbstractContextManager:
+    """DDP's `no_sync` (this forward's backward all-reduces nothing) for a step whose gradients are averaged by hand
+    (`average_gradients`), as conflict projection's are; a null context on one process."""
+    return model.no_sync() if hasattr(model, "no_sync") else contextlib.nullcontext()
+
+
+def average_gradients(grads: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    """Each gradient averaged over the ranks (one all-reduce of them all, flattened): the global batch's gradient of
+    one objective, where DDP would only average the sum of the objectives. None (no dependence) stays None: every
+    rank runs the same graph. Unchanged on one process."""
+    grads = list(grads)
+    present = [g for g in grads if g is not None]
+    if not is_distributed() or not present:
+        return grads
+    flat = torch.cat([g.reshape(-1) for g in present])
+    dist.all_reduce(flat)
+    flat /= world_size()
+    averaged = iter(flat.split([g.numel() for g in present]))
+    return [None if g is None else next(averaged).view_as(g) for g in grads]
+
+
 def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     """Each number averaged over the ranks (one small all-reduce): the global batch's figure."""
     if not is_distributed():
