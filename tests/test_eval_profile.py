@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from muon_ad.eval.profile import count_flops, count_parameters, measure_latency, peak_memory_mb
+from muon_ad.eval.profile import count_flops, count_parameters, interleaved_ms, measure_latency, peak_memory_mb
 
 
 def test_count_parameters_is_exact_and_can_skip_frozen_ones():
@@ -38,3 +38,12 @@ def test_peak_rss_of_a_fresh_process_sees_a_64_mib_allocation_and_not_its_parent
     ballast = torch.ones(64 * 2**20)  # 256 MiB
     assert 64 < peak_memory_mb(allocate) < 200
     del ballast
+
+
+def test_interleaved_timing_runs_blocks_of_consecutive_calls_taking_turns():
+    order = []
+    calls = {name: (lambda n=name: order.append(n)) for name in ("a", "b")}
+    times = interleaved_ms(calls, repeats=20, block=10)
+    assert {name: len(t) for name, t in times.items()} == {"a": 20, "b": 20}
+    # each block: one warm-up call and 10 timed ones, then the other's block; two rounds
+    assert order == (["a"] * 11 + ["b"] * 11) * 2

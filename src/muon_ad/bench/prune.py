@@ -8,7 +8,7 @@ same widths, FLOPs and parameters; each gets the same recovery fine-tune on the 
 
 Figures (keys of shared/BENCHMARKS.md). flops_reduction and params_reduction: 1 − after/before, FLOPs counted by
 torch's FlopCounterMode for one (content, style) pass at `resolution`. latency_ratio: median after / median
-before of the runtime's one path (`run_student`, style encoded once), repeats interleaved so machine load hits
+before of the runtime's one path (`run_student`, style encoded once), blocks of frames taking turns so machine load hits
 both alike. Quality on held-out labelled pairs at the teacher's size, scored by one FID-domain network
 (`bench distill-convergence`'s `StyleReference`, which also gives the identity map's and AD's style FID):
 fid_delta (after / before − 1, style FID-domain), ssim_delta (after − before, to the contents),
@@ -21,7 +21,6 @@ latency_ratio_ort: the same two students exported to fp32 ONNX (`recipes.export`
 from __future__ import annotations
 
 import shutil
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from muon_ad.bench import distill_convergence
 from muon_ad.bench.common import BenchOutput, median, require_teacher, sample_pair
 from muon_ad.data.images import save_image_atomic, to_tensor
 from muon_ad.eval import compute_fid, ssim
-from muon_ad.eval.profile import count_flops, count_parameters
+from muon_ad.eval.profile import count_flops, count_parameters, interleaved_ms
 from muon_ad.eval.style_strength import style_strength_ratio
 from muon_ad.eval.stylization import stylize_pairs
 from muon_ad import DEFAULT_TEACHER
@@ -62,21 +61,15 @@ QUICK = Settings(finetune_steps=4, latency_repeats=3, grid_pairs=4, student=dist
 
 
 def interleaved_latency(folders: dict[str, Path], resolution: int, repeats: int, device: str) -> dict[str, list[float]]:
-    """Milliseconds of one stylised frame per student, the students taking turns each repeat (one warm-up)."""
+    """Milliseconds of one stylised frame per student, in blocks of consecutive frames taking turns
+    (`eval.profile.interleaved_ms`)."""
     content, style = (to_tensor(image).unsqueeze(0) for image in sample_pair(resolution))
     runs = {}
     for name, folder in folders.items():
         backend = load_backend(folder, device)
         code = encode_style(backend, style)
         runs[name] = (lambda b=backend, c=code: run_student(b, content, c))
-        runs[name]()
-    times: dict[str, list[float]] = {name: [] for name in folders}
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1000.0)
-    return times
+    return interleaved_ms(runs, repeats)
 
 
 def measure(settings: Settings, out: Path, device: str) -> BenchOutput:

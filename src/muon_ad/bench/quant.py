@@ -1,8 +1,9 @@
 """`muon-ad bench quant`: the fp32 torch student vs its fp32 and int8 ONNX Runtime exports, PTQ vs QAT, and the
 pruned + int8 edge student, on the same images in one run.
 
-- Latency: one frame at `resolution` through each backend (`runtime.run_student`), interleaved repeats, medians,
-  a fixed thread count (1 here: the machine is shared; it is in the JSON) for torch and ONNX Runtime alike.
+- Latency: one frame at `resolution` through each backend (`runtime.run_student`), medians over blocks of
+  consecutive frames, the backends taking turns block by block (`eval.profile.interleaved_ms`); the same thread
+  count for torch and ONNX Runtime: torch's (every core, or OMP_NUM_THREADS; it is in the JSON).
   latency_ratio_ort = int8 ORT / fp32 ORT; latency_ratio_torch = int8 ORT / fp32 torch;
   edge_latency_ratio = pruned + int8 ORT / fp32 torch.
 - Size: bytes of the per-frame graph (model.onnx) int8 / fp32 (size_ratio), pruned int8 / fp32 (edge_size_ratio).
@@ -26,16 +27,16 @@ from pathlib import Path
 import torch
 
 from muon_ad import DEFAULT_DISTILL_DIR
-from muon_ad.bench.common import SEED, BenchOutput, median, time_ms, trained_student
+from muon_ad.bench.common import SEED, BenchOutput, median, trained_student
 from muon_ad.compress.prune import prune_student
 from muon_ad.compress.quant import CALIBRATION_METHODS, calibration_pairs, has_vnni
+from muon_ad.eval.profile import interleaved_ms
 from muon_ad.eval.quality import ssim
 from muon_ad.export.onnx import MODEL
 from muon_ad.models.student import Student, StudentConfig, load_student
 from muon_ad.recipes.export import export_student
 from muon_ad.runtime.backends import OnnxStudent, StudentBackend, TorchStudent, encode_style, run_student
 
-THREADS = 1
 EDGE_KEEP = 0.5
 QAT_STUDENT = Path(f"{DEFAULT_DISTILL_DIR}-qat") / "student"
 
@@ -85,12 +86,12 @@ def deployed_students(student_path: Path | None, root: Path, size: int, calibrat
 
 def measure(student_path: Path | None, qat_path: Path | None, resolution: int, calibration: int, repeats: int,
             root: Path) -> BenchOutput:
-    torch.set_num_threads(THREADS)
+    threads = torch.get_num_threads()
     student, described = bench_student(student_path)
     contents, styles = calibration_pairs(calibration + 16, resolution, seed=SEED)
     held_contents, held_styles = contents[-16:], styles[-16:]
     fp32_dir, int8_dir = int8_exports(student, root / "ptq", calibration, resolution)
-    torch_fp32, ort_fp32, ort_int8 = TorchStudent(student), OnnxStudent(fp32_dir, THREADS), OnnxStudent(int8_dir, THREADS)
+    torch_fp32, ort_fp32, ort_int8 = TorchStudent(student), OnnxStudent(fp32_dir, threads), OnnxStudent(int8_dir, threads)
     reference = images(torch_fp32, held_contents, held_styles)
     metrics: dict[str, float | None] = {
         "ssim_vs_fp32": ssim(images(ort_int8, held_contents, held_styles), reference),
@@ -105,7 +106,7 @@ def measure(student_path: Path | None, qat_path: Path | None, resolution: int, c
             name = f"{method}{'_reduce_range' if reduce else ''}"
             trial = export_student(student, root / "methods" / name, "int8", calibration, method, reduce,
                                    size=resolution, seed=SEED, reuse=fp32_dir)
-            methods[name] = ssim(images(OnnxStudent(trial, THREADS), held_contents, held_styles), reference)
+            methods[name] = ssim(images(OnnxStudent(trial, threads), held_contents, held_styles), reference)
     metrics.update({f"ssim_vs_fp32_{name}": value for name, value in methods.items()})
     best = max(methods, key=methods.get)
 
@@ -114,17 +115,12 @@ def measure(student_path: Path | None, qat_path: Path | None, resolution: int, c
     notes = {}
     edge, notes["edge"] = edge_student(student, contents[:calibration], styles[:calibration])
     _, edge_int8 = int8_exports(edge, root / "edge", calibration, resolution)
-    backends["edge_int8"] = OnnxStudent(edge_int8, THREADS)
+    backends["edge_int8"] = OnnxStudent(edge_int8, threads)
     metrics["edge_size_ratio"] = (edge_int8 / MODEL).stat().st_size / (fp32_dir / MODEL).stat().st_size
     metrics["ssim_vs_fp32_edge"] = ssim(images(backends["edge_int8"], held_contents, held_styles), reference)
     frame, codes = held_contents[:1], {name: encode_style(b, held_styles[0]) for name, b in backends.items()}
     calls = {name: (lambda b=backend, c=codes[name]: run_student(b, frame, c)) for name, backend in backends.items()}
-    for call in calls.values():
-        time_ms(call, repeats=0, warmup=2)
-    times: dict[str, list[float]] = {name: [] for name in backends}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            times[name] += time_ms(call, repeats=1, warmup=0)
+    times = interleaved_ms(calls, repeats)
     ms = {name: median(values) for name, values in times.items()}
     metrics.update({f"{name}_ms": value for name, value in ms.items()})
     metrics["latency_ratio_ort"] = ms["ort_int8"] / ms["ort_fp32"]
@@ -137,17 +133,17 @@ def measure(student_path: Path | None, qat_path: Path | None, resolution: int, c
         qat = load_student(qat_path)
         _, qat_int8 = int8_exports(qat, root / "qat", calibration, resolution)
         qat_reference = images(TorchStudent(qat), held_contents, held_styles)
-        metrics["ssim_vs_fp32_qat"] = ssim(images(OnnxStudent(qat_int8, THREADS), held_contents, held_styles), qat_reference)
-        metrics["ssim_qat_int8_vs_plain_fp32"] = ssim(images(OnnxStudent(qat_int8, THREADS), held_contents, held_styles), reference)
+        metrics["ssim_vs_fp32_qat"] = ssim(images(OnnxStudent(qat_int8, threads), held_contents, held_styles), qat_reference)
+        metrics["ssim_qat_int8_vs_plain_fp32"] = ssim(images(OnnxStudent(qat_int8, threads), held_contents, held_styles), reference)
     else:
         notes["qat"] = f"no QAT-trained student at {QAT_STUDENT} (see the module docstring for the command)"
     metrics["resolution"] = resolution
     config = {"student": described, "qat_student": str(qat_path) if qat_path else None, "resolution": resolution,
-              "threads": THREADS, "calibration_pairs": calibration, "calibration_size": resolution, "held_out_pairs": 16,
+              "threads": threads, "calibration_pairs": calibration, "calibration_size": resolution, "held_out_pairs": 16,
               "calibration_method_export": "percentile", "best_calibration_method": best,
               "cpu_has_vnni": has_vnni(), "reduce_range_export": not has_vnni(), "quantised_ops": "Conv",
-              "repeats": repeats, "edge_keep": EDGE_KEEP, "notes": notes}
-    baseline = (f"the fp32 torch student (and its fp32 ONNX Runtime export) at {resolution} px, {THREADS} thread, "
+              "repeats": repeats, "timing": "blocks of 10 frames, taking turns", "edge_keep": EDGE_KEEP, "notes": notes}
+    baseline = (f"the fp32 torch student (and its fp32 ONNX Runtime export) at {resolution} px, {threads} thread(s), "
                 "same frames; quality vs the fp32 torch student's images on 16 held-out built-in pairs")
     return BenchOutput(config=config, metrics=metrics, baseline=baseline, repeats=times)
 

@@ -44,6 +44,18 @@ def time_ms(fn: Callable[[], object], repeats: int, warmup: int = 1, device: str
     return times
 
 
+def interleaved_ms(calls: dict[str, Callable[[], object]], repeats: int, block: int = 10) -> dict[str, list[float]]:
+    """Milliseconds of each call, `repeats` times, timed in blocks of `block` consecutive calls (each block after one
+    warm-up call), the calls' blocks taking turns round by round. Consecutive calls are how a stream runs a model
+    (warm caches and threads); the turns let a drift of a shared machine's speed reach every call alike. Taking
+    turns call by call instead cost small ONNX Runtime graphs up to half again their time, cold behind the others."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(max(1, repeats // block)):
+        for name, call in calls.items():
+            times[name] += time_ms(call, repeats=min(block, repeats), warmup=1)
+    return times
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
 

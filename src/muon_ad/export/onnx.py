@@ -7,7 +7,7 @@
   the student's own padding is a Python branch on the input's size, which an exported graph freezes (a graph
   traced at 64×64 then refuses 200×184). Exporting with H = stride·h makes the branch provably untaken.
 
-Why dynamo: the legacy TorchScript exporter fails on `atanh` (the head's tanh-logit change) and on the style
+Why dynamo: the legacy TorchScript exporter failed on `torch.atanh` (no longer in the student's head) and fails on the style
 encoder's adaptive pooling. Each graph is one self-contained file (`external_data=False`): the student is
 a few MB, and one file is what ONNX Runtime and TensorRT's `trtexec --onnx=` take.
 """
@@ -73,10 +73,16 @@ def export_onnx(student: Student, folder: str | Path) -> tuple[Path, Path]:
 
 
 def session(path: str | Path, threads: int | None = None, providers: Sequence[str] = ("CPUExecutionProvider",)):
-    """An ONNX Runtime session of `path` (`threads`: intra-op threads; None: ORT's default)."""
+    """An ONNX Runtime session of `path` (`threads`: intra-op threads; None: ORT's default).
+
+    Its idle threads sleep instead of spinning for the next op (ORT's default): beside other sessions or torch in the
+    same process, spinning threads took the cores from whichever ran next (interleaved at 256 px, 2 threads, the fp32
+    torch student ran at 96-114 ms beside spinning sessions, 27-37 ms beside sleeping ones), and a stream running
+    alone was no faster for them (the edge student: 61 FPS at 256 px spinning, 80 FPS sleeping, one run each)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
