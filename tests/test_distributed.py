@@ -230,3 +230,21 @@ def test_the_text_to_image_recipe_on_two_ranks_matches_one_process(t2i_teacher, 
                 for name in ("one", "two"))
     assert_close(two, one, atol=1e-5)
     assert len(rows(tmp_path / "two" / "log.csv")) == 4  # rank 0 alone wrote
+
+
+@pytest.mark.parametrize("content_weight, refused", [(None, False), (0.5, True)])
+def test_compression_beside_projection_is_refused_only_when_the_teachers_terms_are_on(monkeypatch, content_weight,
+                                                                                       refused):
+    # The shipped CPU config (phase 1 λ 0, later phases carry it over) with the README's compression command.
+    from muon_ad.config import load_config
+    from muon_ad.recipes.distill import _check_distributed
+
+    cfg = load_config(DistillConfig, Path(__file__).parents[1] / "configs" / "stylize-cpu.yaml",
+                      ["distributed.grad_compression=powersgd", "optimizer.zero1=true"])
+    cfg.curriculum.content_refinement.content_weight = content_weight  # None: λ = 0 carried over from phase 1
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    if refused:
+        with pytest.raises(UserError, match="grad_compression=powersgd"):
+            _check_distributed(cfg)
+    else:
+        _check_distributed(cfg)

@@ -97,6 +97,16 @@ class CurriculumConfig:
         return [("style_alignment", self.style_alignment), ("content_refinement", self.content_refinement),
                 ("joint_optimisation", self.joint_optimisation)]
 
+    def uses_teacher_terms(self) -> bool:
+        """Whether a phase that runs weights the teacher's terms (L_AD + KL, or L_content, λ carried over where a
+        phase leaves it None, or adapted): the steps where the objective has two gradients to project."""
+        weight = 0.0
+        for _, phase in self.phases():
+            weight = weight if phase.content_weight is None else phase.content_weight
+            if phase.steps and (phase.style_weight != 0 or weight != 0 or phase.adapt_content_weight):
+                return True
+        return False
+
     @property
     def total_steps(self) -> int:
         return sum(phase.steps for _, phase in self.phases())

@@ -354,9 +354,7 @@ def _check_distributed(cfg: DistillConfig) -> None:
     (which averages each objective's gradient by hand) do not mix."""
     distributed.check_shards([(f"curriculum.{name}.batch_size", p.batch_size) for name, p in cfg.curriculum.phases()
                               if p.steps])
-    teacher_terms = any(p.steps and (p.style_weight != 0 or p.content_weight != 0 or p.adapt_content_weight)
-                        for _, p in cfg.curriculum.phases())
-    if (distributed.world_size() > 1 and cfg.distill.conflict_projection and teacher_terms
+    if (distributed.world_size() > 1 and cfg.distill.conflict_projection and cfg.curriculum.uses_teacher_terms()
             and cfg.distributed.grad_compression != "none"):
         raise UserError(f"distributed.grad_compression={cfg.distributed.grad_compression} compresses DDP's all-reduce, "
                         "but with conflict projection on the teacher's terms each objective's gradient is averaged on "
