@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
@@ -352,18 +353,27 @@ def distill_command(
 ) -> None:
     """Distil the real-time stylisation student from the frozen teacher (resumes from its last checkpoint)."""
     _config_file(config)
-    from muon_ad.config import load_config
-    from muon_ad.recipes.distill import DistillConfig, as_baseline, distill
+    from muon_ad.recipes.distill import DistillConfig, distill
 
+    if run := _launch_recipe(DistillConfig, distill, config, overrides, baseline):
+        cfg, folder = run
+        typer.echo(f"student: {folder}\nsamples: {Path(cfg.train.out_dir) / 'samples.png'}")
+
+
+def _launch_recipe(config_class: type, recipe: Callable[[object], Path], config: Path, overrides: Optional[list[str]],
+                   baseline: bool) -> tuple[object, Path] | None:
+    """Load CONFIG (+ overrides, + the --baseline change), run the recipe, and return (config, student folder) on the
+    process that reports, None on the others. Under torchrun / accelerate launch a user error is one line, from rank 0."""
+    from muon_ad.config import load_config
+    from muon_ad.recipes.distill import as_baseline
     from muon_ad.training import distributed
 
-    cfg = load_config(DistillConfig, config, overrides or [])
+    cfg = load_config(config_class, config, overrides or [])
     if baseline:
         cfg = as_baseline(cfg)
-    with distributed.errors_from_rank0():  # under torchrun / accelerate launch: one line from rank 0, not N
-        folder = distill(cfg)
-    if distributed.is_main_process():
-        typer.echo(f"student: {folder}\nsamples: {Path(cfg.train.out_dir) / 'samples.png'}")
+    with distributed.errors_from_rank0():
+        folder = recipe(cfg)
+    return (cfg, folder) if distributed.is_main_process() else None
 
 
 @app.command("evaluate")
@@ -496,18 +506,10 @@ def distill_t2i_command(
 ) -> None:
     """Distil the compressed, few-step text-to-image student from the teacher (resumes from its last checkpoint)."""
     _config_file(config)
-    from muon_ad.config import load_config
-    from muon_ad.recipes.distill import as_baseline
     from muon_ad.recipes.distill_t2i import DistillT2IConfig, distill_t2i
 
-    from muon_ad.training import distributed
-
-    cfg = load_config(DistillT2IConfig, config, overrides or [])
-    if baseline:
-        cfg = as_baseline(cfg)
-    with distributed.errors_from_rank0():  # under torchrun / accelerate launch: one line from rank 0, not N
-        folder = distill_t2i(cfg)
-    if distributed.is_main_process():
+    if run := _launch_recipe(DistillT2IConfig, distill_t2i, config, overrides, baseline):
+        cfg, folder = run
         typer.echo(f"student: {folder} (muon-ad sample --teacher {folder} -p ...)\n"
                    f"teacher vs student: {Path(cfg.train.out_dir) / 'samples.png'}")
 
