@@ -9,12 +9,13 @@ import shutil
 import subprocess
 import sys
 
+import onnx
 import pytest
 import torch
 
 from muon_ad.compress.quant import has_vnni
 from muon_ad.errors import UserError
-from muon_ad.export.onnx import MODEL, export_onnx, graph_parity
+from muon_ad.export.onnx import MODEL, export_onnx, graph_parity, strided_stem
 from muon_ad.models.student import Student, StudentConfig, save_student
 from muon_ad.recipes.export import export_student
 from muon_ad.runtime import encode_style, load_backend, run_student
@@ -54,6 +55,17 @@ def test_exported_graphs_match_torch_at_sizes_off_the_stride(graphs):
     assert report["max_abs_diff"] < 1e-4, report
 
 
+def test_strided_stem_is_the_students_stem_and_the_graph_never_reshapes_the_image(graphs):
+    student, folder = graphs
+    torch.manual_seed(3)
+    image = torch.rand(2, 3, 12, 20) * 2 - 1
+    with torch.no_grad():
+        assert (strided_stem(student.stem)(image) - student.stem(image)).abs().max() < 1e-5
+    graph = onnx.load(str(folder / MODEL)).graph
+    readers = {node.op_type for node in graph.node if "content" in node.input}  # also Shape, and the head's Clip
+    assert "Conv" in readers and not readers & {"Reshape", "Transpose"}, readers  # no unshuffle's 6-D Transpose
+
+
 def test_export_folder_runs_through_the_runtime_like_the_torch_student(exported):
     student, folders = exported
     backend = load_backend(folders["fp32"])
@@ -87,6 +99,18 @@ def test_int8_student_stays_close_to_fp32_and_is_smaller(exported):
                              for c, s in zip(content, style)])
     int8_images = torch.cat([run_student(backend, c, encode_style(backend, s)) for c, s in zip(content, style)])
     assert ssim(int8_images, fp32_images) > 0.95 > ssim(content, fp32_images)
+
+
+def test_int8_graph_keeps_the_stem_fp32_and_takes_shapes_from_quantised_tensors(exported):
+    _, folders = exported
+    graph = onnx.load(str(folders["int8"] / MODEL)).graph
+    producers = {output: node.op_type for node in graph.node for output in node.output}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    stem = [node for node in convs if "content" in node.input]
+    assert len(stem) == 1 and producers.get(stem[0].input[1]) != "DequantizeLinear"  # its weight is fp32
+    assert all(producers.get(node.input[1]) == "DequantizeLinear" for node in convs if node not in stem)
+    shapes = [node for node in graph.node if node.op_type == "Shape"]
+    assert shapes and not [node for node in shapes if producers.get(node.input[0]) == "DequantizeLinear"]
 
 
 def test_bad_exports_and_inputs_are_one_line_errors(exported, tmp_path):

@@ -74,7 +74,8 @@ def export_student(
                 quantize_int8(fp32, folder / MODEL, feeds, method, reduce)
                 report["calibration"] = {"pairs": calibration, "method": method, "size": size, "content": content,
                                          "style": style, "reduce_range": reduce, "cpu_has_vnni": has_vnni(),
-                                         "quantised_ops": "Conv (per-channel symmetric int8 weights, uint8 activations)"}
+                                         "quantised_ops": "Conv (per-channel symmetric int8 weights, uint8 activations), "
+                                                          "all but the stem's conv of the image (fp32)"}
             fp32.unlink()
         config = {"format": "muon-ad-onnx", "precision": precision, "multiple": model.config.downsampling,
                   "style_size": model.config.style_size, "max_side": MAX_SIDE, "inputs": {
