@@ -248,3 +248,18 @@ def test_compression_beside_projection_is_refused_only_when_the_teachers_terms_a
             _check_distributed(cfg)
     else:
         _check_distributed(cfg)
+
+
+@pytest.mark.parametrize("projection, refused", [(True, True), (False, False)])
+def test_t2i_refuses_compression_beside_projection_through_the_shared_check(monkeypatch, projection, refused):
+    from muon_ad.recipes.distill_t2i import _check_distributed
+
+    cfg = DistillT2IConfig()
+    cfg.distributed.grad_compression, cfg.distill.conflict_projection = "powersgd", projection
+    cfg.schedule.batch_size = 4
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    if refused:
+        with pytest.raises(UserError, match="grad_compression=powersgd compresses DDP's all-reduce"):
+            _check_distributed(cfg)
+    else:
+        _check_distributed(cfg)

@@ -350,15 +350,12 @@ def _check_objective(cfg: DistillConfig) -> None:
 
 
 def _check_distributed(cfg: DistillConfig) -> None:
-    """On several processes: every batch splits into equal slices; gradient compression and conflict projection
-    (which averages each objective's gradient by hand) do not mix."""
+    """On several processes: every batch splits into equal slices; gradient compression and conflict projection on
+    the teacher's terms (the steps with two gradients to project) do not mix."""
     distributed.check_shards([(f"curriculum.{name}.batch_size", p.batch_size) for name, p in cfg.curriculum.phases()
                               if p.steps])
-    if (distributed.world_size() > 1 and cfg.distill.conflict_projection and cfg.curriculum.uses_teacher_terms()
-            and cfg.distributed.grad_compression != "none"):
-        raise UserError(f"distributed.grad_compression={cfg.distributed.grad_compression} compresses DDP's all-reduce, "
-                        "but with conflict projection on the teacher's terms each objective's gradient is averaged on "
-                        "its own, uncompressed: set distill.conflict_projection=false or distributed.grad_compression=none")
+    distributed.check_compression(cfg.distributed,
+                                  cfg.distill.conflict_projection and cfg.curriculum.uses_teacher_terms())
 
 
 def train_step(

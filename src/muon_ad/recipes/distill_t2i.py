@@ -347,13 +347,10 @@ def distill_t2i(cfg: DistillT2IConfig) -> Path:
 
 
 def _check_distributed(cfg: DistillT2IConfig) -> None:
-    """On several processes: the global batch splits into equal slices; compression and projection do not mix."""
+    """On several processes: the global batch splits into equal slices; gradient compression and conflict
+    projection (phase 1's two objectives) do not mix."""
     distributed.check_shards([("schedule.batch_size", cfg.schedule.batch_size)])
-    if (distributed.world_size() > 1 and cfg.distill.conflict_projection and cfg.schedule.compress_steps
-            and cfg.distributed.grad_compression != "none"):
-        raise UserError(f"distributed.grad_compression={cfg.distributed.grad_compression} compresses DDP's all-reduce, "
-                        "but with conflict projection phase 1 averages each objective's gradient on its own, "
-                        "uncompressed: set distill.conflict_projection=false or distributed.grad_compression=none")
+    distributed.check_compression(cfg.distributed, cfg.distill.conflict_projection and cfg.schedule.compress_steps > 0)
 
 
 def _optimizer_step(objectives: list[torch.Tensor], student: torch.nn.Module, optimizer: torch.optim.Optimizer,

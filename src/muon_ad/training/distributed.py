@@ -111,6 +111,15 @@ def check_shards(batch_sizes: Sequence[tuple[str, int]]) -> None:
                             f"of every batch): launch a number of processes that divides it, or change it")
 
 
+def check_compression(cfg: DistributedConfig, projects_separately: bool) -> None:
+    """Refuse, in one line, gradient compression on several processes when conflict projection averages each
+    objective's gradient by hand (`average_gradients`, uncompressed): the compression hook would not see them."""
+    if world_size() > 1 and projects_separately and cfg.grad_compression != "none":
+        raise UserError(f"distributed.grad_compression={cfg.grad_compression} compresses DDP's all-reduce, but with "
+                        "conflict projection each objective's gradient is averaged on its own, uncompressed: set "
+                        "distill.conflict_projection=false or distributed.grad_compression=none")
+
+
 def shard(batch: torch.Tensor) -> torch.Tensor:
     """This rank's contiguous slice of a global batch (its first dimension divides by the world size)."""
     return batch.reshape(world_size(), -1, *batch.shape[1:])[rank()]
