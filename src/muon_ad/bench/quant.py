@@ -30,7 +30,7 @@ from muon_ad import DEFAULT_DISTILL_DIR
 from muon_ad.bench.common import SEED, BenchOutput, median, trained_student
 from muon_ad.compress.prune import prune_student
 from muon_ad.compress.quant import CALIBRATION_METHODS, calibration_pairs, has_vnni
-from muon_ad.eval.profile import interleaved_ms
+from muon_ad.eval.profile import BLOCK, interleaved_ms
 from muon_ad.eval.quality import ssim
 from muon_ad.export.onnx import MODEL
 from muon_ad.models.student import Student, StudentConfig, load_student
@@ -141,8 +141,8 @@ def measure(student_path: Path | None, qat_path: Path | None, resolution: int, c
     config = {"student": described, "qat_student": str(qat_path) if qat_path else None, "resolution": resolution,
               "threads": threads, "calibration_pairs": calibration, "calibration_size": resolution, "held_out_pairs": 16,
               "calibration_method_export": "percentile", "best_calibration_method": best,
-              "cpu_has_vnni": has_vnni(), "reduce_range_export": not has_vnni(), "quantised_ops": "Conv",
-              "repeats": repeats, "timing": "blocks of 10 frames, taking turns", "edge_keep": EDGE_KEEP, "notes": notes}
+              "cpu_has_vnni": has_vnni(), "reduce_range_export": not has_vnni(), "quantised_ops": "Conv, all but the stem's conv of the image",
+              "repeats": repeats, "timing": f"blocks of {BLOCK} frames, taking turns", "edge_keep": EDGE_KEEP, "notes": notes}
     baseline = (f"the fp32 torch student (and its fp32 ONNX Runtime export) at {resolution} px, {threads} thread(s), "
                 "same frames; quality vs the fp32 torch student's images on 16 held-out built-in pairs")
     return BenchOutput(config=config, metrics=metrics, baseline=baseline, repeats=times)

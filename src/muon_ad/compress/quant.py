@@ -128,14 +128,11 @@ def quantize_int8(source: str | Path, target: str | Path, feeds: Sequence[dict[s
     return target
 
 
-def shapes_from_quantized(graph: onnx.GraphProto) -> int:
+def shapes_from_quantized(graph: onnx.GraphProto) -> None:
     """Make every Shape that reads a DequantizeLinear's output read its (same-shaped) quantised input instead, in
-    place; returns how many were moved."""
+    place."""
     producers = {output: node for node in graph.node for output in node.output}
-    moved = 0
     for node in graph.node:
         producer = producers.get(node.input[0]) if node.op_type == "Shape" else None
         if producer is not None and producer.op_type == "DequantizeLinear":
             node.input[0] = producer.input[0]
-            moved += 1
-    return moved

@@ -44,9 +44,12 @@ def time_ms(fn: Callable[[], object], repeats: int, warmup: int = 1, device: str
     return times
 
 
-def interleaved_ms(calls: dict[str, Callable[[], object]], repeats: int, block: int = 10) -> dict[str, list[float]]:
-    """Milliseconds of each call, `repeats` times, timed in blocks of `block` consecutive calls (each block after one
-    warm-up call), the calls' blocks taking turns round by round. Consecutive calls are how a stream runs a model
+BLOCK = 10  # consecutive frames per timed block in `interleaved_ms`
+
+
+def interleaved_ms(calls: dict[str, Callable[[], object]], repeats: int, block: int = BLOCK) -> dict[str, list[float]]:
+    """Milliseconds of each call, timed in `repeats // block` rounds of `block` consecutive calls (one round of
+    `repeats` calls when `repeats` < `block`), each block after one warm-up call, the calls' blocks taking turns. Consecutive calls are how a stream runs a model
     (warm caches and threads); the turns let a drift of a shared machine's speed reach every call alike. Taking
     turns call by call instead cost small ONNX Runtime graphs up to half again their time, cold behind the others."""
     times: dict[str, list[float]] = {name: [] for name in calls}
