@@ -113,6 +113,22 @@ def test_int8_graph_keeps_the_stem_fp32_and_takes_shapes_from_quantised_tensors(
     assert shapes and not [node for node in shapes if producers.get(node.input[0]) == "DequantizeLinear"]
 
 
+def test_profile_times_exports_side_by_side_and_splits_kernel_time_by_op_and_node(exported, tmp_path):
+    from muon_ad.eval.onnx_profile import profile_exports
+
+    _, folders = exported
+    report = profile_exports([folders["fp32"], folders["int8"]], [32], threads=1, repeats=4)
+    figures = report[32]
+    assert list(figures) == [str(folders["fp32"]), str(folders["int8"])]
+    for export, kind in ((folders["fp32"], "Conv"), (folders["int8"], "QLinearConv")):
+        ops, nodes = figures[str(export)]["ops"], figures[str(export)]["nodes"]
+        assert figures[str(export)]["ms"] > 0 and kind in ops  # the int8 graph runs ORT's int8 kernels
+        assert abs(sum(ops.values()) - sum(nodes.values())) < 1e-6 * max(1.0, sum(ops.values()))
+        assert list(ops.values()) == sorted(ops.values(), reverse=True)
+    result = subprocess.run([sys.executable, "-m", "muon_ad", "profile", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("muon-ad: error: not an exported student folder")
+
+
 def test_bad_exports_and_inputs_are_one_line_errors(exported, tmp_path):
     _, folders = exported
     with pytest.raises(UserError, match="not a student folder"):

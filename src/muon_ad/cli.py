@@ -588,6 +588,32 @@ def export_command(
                f"SSIM vs torch fp32 {report['quality']['ssim_vs_fp32']:.4f}, model.onnx {report['files_mb']['model.onnx']:.2f} MB")
 
 
+@app.command("profile")
+def profile_command(
+    exports: list[Path] = typer.Argument(..., help="One or more export folders (muon-ad export), timed side by side."),
+    size: list[int] = typer.Option([256, 512], help="Square frame sizes in px (repeat the option for several)."),
+    threads: Optional[int] = typer.Option(None, help="ONNX Runtime intra-op threads (default: ORT's, all cores)."),
+    top: int = typer.Option(8, help="Op types and nodes listed per export."),
+    repeats: int = typer.Option(40, help="Timed frames per export and size (blocks of 10, taking turns)."),
+) -> None:
+    """Where an exported student's time goes: median latency of each export at each size, timed side by side, and
+    ONNX Runtime's kernel time by op type and by node (its profiler, the first run left out)."""
+    from muon_ad.eval.onnx_profile import profile_exports
+
+    for value in size:
+        checks.within("--size", value, 1)
+    checks.within("--top", top, 1)
+    checks.within("--repeats", repeats, 1)
+    for frame, by_export in profile_exports(exports, size, threads, repeats).items():
+        for folder, figures in by_export.items():
+            kernels = sum(figures["ops"].values())
+            typer.echo(f"{frame}x{frame} {folder}: {figures['ms']:.2f} ms per frame (median), "
+                       f"kernels {kernels:.2f} ms")
+            for label in ("ops", "nodes"):
+                for name, ms in list(figures[label].items())[:top]:
+                    typer.echo(f"  {label[:-1]:4s} {ms:7.2f} ms {100 * ms / kernels:5.1f} %  {name}")
+
+
 def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # silence optional-dependency chatter
     logging.basicConfig(level=logging.INFO, format="%(message)s")

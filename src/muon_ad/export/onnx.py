@@ -97,8 +97,10 @@ def export_onnx(student: Student, folder: str | Path) -> tuple[Path, Path]:
     return folder / MODEL, folder / STYLE
 
 
-def session(path: str | Path, threads: int | None = None, providers: Sequence[str] = ("CPUExecutionProvider",)):
-    """An ONNX Runtime session of `path` (`threads`: intra-op threads; None: ORT's default).
+def session(path: str | Path, threads: int | None = None, providers: Sequence[str] = ("CPUExecutionProvider",),
+            profile_prefix: str | None = None):
+    """An ONNX Runtime session of `path` (`threads`: intra-op threads; None: ORT's default; `profile_prefix`: ORT's
+    profiler on, its JSON written under that prefix by `end_profiling()`).
 
     Its idle threads sleep instead of spinning for the next op (ORT's default): beside other sessions or torch in the
     same process, spinning threads took the cores from whichever ran next (interleaved at 256 px, 2 threads, the fp32
@@ -111,6 +113,8 @@ def session(path: str | Path, threads: int | None = None, providers: Sequence[st
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if profile_prefix:
+        options.enable_profiling, options.profile_file_prefix = True, profile_prefix
     return ort.InferenceSession(str(path), options, providers=list(providers))
 
 
