@@ -2,7 +2,7 @@
 
 Each case names inputs that do not exist (teacher, images, student), so a check that came after the first
 load would fail on that file instead, with another message: the expected message proves the order.
-The real entry point runs in-process (`muon_ad.cli.main`), as `muon-ad` does, to keep the 77 cases fast.
+The real entry point runs in-process (`muon_ad.cli.main`), as `muon-ad` does, to keep the cases fast.
 """
 
 import json
@@ -129,6 +129,12 @@ CASES = [
     (["export", "{tmp}/file", "--calibration-method", "kl", "--out", "{tmp}/exported"], "--calibration-method must be one of"),
     (["export", "{tmp}/file", "--out", "/proc/exported"], "cannot write in /proc"),
     (["export", "{tmp}/file"], "Missing option '--out'"),
+    # profile
+    (["profile", "{tmp}/file"], "not an exported student folder"),
+    (["profile", "{tmp}/file", "--size", "0"], "--size must be"),
+    (["profile", "{tmp}/file", "--top", "0"], "--top must be"),
+    (["profile", "{tmp}/file", "--repeats", "0"], "--repeats must be"),
+    (["profile"], "Missing argument 'exports'"),
     # demo
     (["demo", "--out", "/proc/report"], "cannot write in /proc"),
     (["demo", "--out", "{tmp}/file/report"], "is a file, not a folder"),
