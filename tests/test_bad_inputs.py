@@ -147,6 +147,8 @@ CASES = [
      "--criterion must be one of entropy, magnitude"),
     (["prune", "{tmp}/no-student", "--keep", "0.5", "--finetune-steps", "-1", "--out", "{tmp}/run/p"],
      "--finetune-steps must be"),
+    (["prune", "{tmp}/no-student", "--keep", "0.5", "--attention-blocks", "0", "--out", "{tmp}/run/p"],
+     "--attention-blocks must be a finite number ≥ 1, got 0"),
     (["prune", "{tmp}/no-student", "--keep", "0.5", "--out", "/proc/p"], "cannot write in /proc"),
     (["prune", "{tmp}/bad-student", "--keep", "0.5", "--out", "{tmp}/run/p"], "must be one of 'cross_attention'"),
     # ui

@@ -7,7 +7,7 @@ import torch
 from safetensors import safe_open
 
 from muon_ad.compress import compact, load_pruned, plan_masks, plan_pruning, prune_student, save_pruned
-from muon_ad.compress.prune import importance_for
+from muon_ad.compress.prune import block_importance, importance_for, transformer_blocks
 from muon_ad.errors import UserError
 from muon_ad.eval.profile import count_flops
 from muon_ad.models.student import Student, StudentConfig
@@ -78,12 +78,42 @@ def test_saved_compacted_student_loads_without_pickle_and_runs_at_odd_sizes(stud
         assert torch.allclose(out, small(odd, style[:1]).clamp(-1, 1), atol=1e-5)
 
 
+@pytest.mark.parametrize("criterion", ["entropy", "magnitude"])
+def test_attention_blocks_keeps_the_most_important_transformers_and_saves_their_absence(student, criterion, tmp_path):
+    assert transformer_blocks(student) == ["down.2", "mid", "up.0"]
+    importance = block_importance(student, criterion, importance_for(student, criterion, batches()))
+    small = prune_student(student, 0.5, batches(), criterion, attention_blocks=1)
+    assert transformer_blocks(small) == [max(importance, key=importance.get)]
+    assert transformer_blocks(student) == ["down.2", "mid", "up.0"]  # the input student is left whole
+    channels_only = prune_student(student, 0.5, batches(), criterion)
+    params = lambda m: sum(p.numel() for p in m.parameters())
+    assert params(small) < 0.8 * params(channels_only)
+    folder = save_pruned(small, tmp_path / criterion)
+    loaded = load_pruned(folder)
+    assert transformer_blocks(loaded) == transformer_blocks(small)
+    content, style = batches(1)[0]
+    with torch.no_grad():
+        assert torch.equal(loaded(content, style), small(content, style))
+
+
+def test_the_entropy_criterion_drops_a_transformer_that_changes_nothing_first(student):
+    idle = copy.deepcopy(student)
+    for p in idle.mid.transformer.proj_out.parameters():  # its residual update is zero: removing it is free
+        torch.nn.init.zeros_(p)
+    importance = block_importance(idle, "entropy", importance_for(idle, "entropy", batches()))
+    assert importance["mid"] == 0.0 < min(importance["down.2"], importance["up.0"])
+    assert "mid" not in transformer_blocks(prune_student(idle, 1.0, batches(), "entropy", attention_blocks=2))
+
+
 def test_bad_keep_rates_and_tampered_widths_are_one_line_errors(student, tmp_path):
     for keep in (0.0, 1.5, -0.2):
         with pytest.raises(UserError, match="keep rate"):
             prune_student(student, keep, batches(), "magnitude")
     with pytest.raises(UserError, match="criterion"):
         prune_student(student, 0.5, batches(), "random")
+    for blocks in (0, 4):
+        with pytest.raises(UserError, match=rf"--attention-blocks must be in 1\.\.3 .*got {blocks}"):
+            prune_student(student, 0.5, batches(), "entropy", attention_blocks=blocks)
     folder = save_pruned(prune_student(student, 0.5, None, "magnitude"), tmp_path / "p")
     (folder / "widths.json").write_text("{}")
     with pytest.raises(UserError, match="corrupt"):

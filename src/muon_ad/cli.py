@@ -525,13 +525,17 @@ def prune_command(
                                   "sensitivity) or magnitude (L2 baseline)"),
     config: Optional[Path] = typer.Option(None, "--config", help="Distillation config of the fine-tune (default: the "
                                           "student's run config.yaml, else the built-in defaults)"),
+    attention_blocks: Optional[int] = typer.Option(None, "--attention-blocks", help="Transformer blocks kept, the "
+                                                   "most important by the criterion (default: all; the CPU preset has 3; "
+                                                   "the edge path keeps 2: see the README's \"Pruning and compaction\")"),
 ) -> None:
-    """Prune a trained student (torch-pruning DepGraph), remove the pruned channels and heads, optionally fine-tune."""
+    """Prune a trained student (torch-pruning DepGraph), remove the pruned channels and heads (and whole transformer
+    blocks with --attention-blocks), optionally fine-tune."""
     from muon_ad.recipes.compress import prune
 
     if config is not None and not config.is_file():
         raise UserError(f"--config {config}: no such file")
-    folder = prune(student, keep, out, criterion, finetune_steps, config)
+    folder = prune(student, keep, out, criterion, finetune_steps, config, attention_blocks)
     typer.echo(f"pruned student: {folder}")
 
 

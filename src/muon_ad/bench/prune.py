@@ -2,9 +2,11 @@
 
 Setting. One Muon-AD student distilled with the recipe (`bench distill-convergence`'s `RECIPE`: configs/stylize-cpu's
 length; its run is reused when it is already complete), then `muon-ad prune` (`recipes.compress.prune`) at
-`keep` with the entropy criterion (attention-row entropy + gradient-sensitivity EMA) and, beside it, the L2
-magnitude criterion: torch-pruning cuts every coupled group by the same ratio, so both pruned students have the
-same widths, FLOPs and parameters; each gets the same recovery fine-tune on the run's AD-target bank.
+`keep` and `attention_blocks` (the edge path's setting) with the entropy criterion (attention-row entropy +
+gradient-sensitivity EMA) and, beside it, the L2 magnitude criterion: torch-pruning cuts every coupled group by the
+same ratio and the three transformer blocks are the same size, so both pruned students have the same widths, FLOPs
+and parameters; each gets the same recovery fine-tune on the run's AD-target bank. What removing transformer blocks
+costs is measured beside: the entropy criterion at `keep` with every block kept (`*_all_blocks`).
 
 Figures (keys of shared/BENCHMARKS.md). flops_reduction and params_reduction: 1 − after/before, FLOPs counted by
 torch's FlopCounterMode for one (content, style) pass at `resolution`. latency_ratio: median after / median
@@ -28,6 +30,7 @@ import torch
 
 from muon_ad.bench import distill_convergence
 from muon_ad.bench.common import BenchOutput, median, require_teacher, sample_pair
+from muon_ad.compress.prune import EDGE_ATTENTION_BLOCKS, EDGE_KEEP
 from muon_ad.data.images import save_image_atomic, to_tensor
 from muon_ad.eval import compute_fid, ssim
 from muon_ad.eval.profile import count_flops, count_parameters, interleaved_ms
@@ -46,7 +49,8 @@ CRITERIA = ("entropy", "magnitude")
 
 @dataclass
 class Settings:
-    keep: float = 0.5
+    keep: float = EDGE_KEEP
+    attention_blocks: int | None = EDGE_ATTENTION_BLOCKS
     finetune_steps: int = 300
     resolution: int = 256
     latency_repeats: int = 15
@@ -79,21 +83,24 @@ def measure(settings: Settings, out: Path, device: str) -> BenchOutput:
     base = distill(base_cfg)  # resumes (and returns at once) when the run is complete
     folders = {"before": base}
     # keep 1: the unpruned student with the same fine-tune, so what the extra steps alone do is seen beside pruning
-    for name, criterion, keep in (*((c, c, settings.keep) for c in CRITERIA), ("unpruned_finetuned", "magnitude", 1.0)):
+    blocks = settings.attention_blocks
+    for name, criterion, keep, kept_blocks in (*((c, c, settings.keep, blocks) for c in CRITERIA),
+                                               ("entropy_all_blocks", "entropy", settings.keep, None),
+                                               ("unpruned_finetuned", "magnitude", 1.0, None)):
         target = out / f"pruned-{name}"
         for stale in (target, target.with_name(f"{target.name}-finetune")):
             shutil.rmtree(stale, ignore_errors=True)  # a leftover fine-tune would be resumed, not measured
-        folders[name] = prune(base, keep, target, criterion, settings.finetune_steps)
+        folders[name] = prune(base, keep, target, criterion, settings.finetune_steps, attention_blocks=kept_blocks)
 
     content, style = (to_tensor(image).unsqueeze(0) for image in sample_pair(settings.resolution))
     models = {name: load_backend(folder, device).student for name, folder in folders.items()}
     flops = {name: count_flops(m, content.to(device), style.to(device)) for name, m in models.items()}
     params = {name: count_parameters(m) for name, m in models.items()}
     exports = {}
-    for name in ("before", "entropy"):  # the ONNX Runtime runtime path of each, fp32
+    for name in ("before", "entropy", "entropy_all_blocks"):  # the ONNX Runtime runtime path of each, fp32
         shutil.rmtree(out / f"onnx-{name}", ignore_errors=True)
         exports[f"{name}_ort"] = export_student(folders[name], out / f"onnx-{name}", "fp32")
-    latency = interleaved_latency({**{k: folders[k] for k in ("before", *CRITERIA)}, **exports},
+    latency = interleaved_latency({**{k: folders[k] for k in ("before", *CRITERIA, "entropy_all_blocks")}, **exports},
                                   settings.resolution, settings.latency_repeats, device)
 
     reference = distill_convergence.StyleReference.build(settings.student, device)
@@ -120,6 +127,10 @@ def measure(settings: Settings, out: Path, device: str) -> BenchOutput:
         "style_strength_ratio_delta_magnitude_vs_unpruned_finetuned":
             strength["magnitude"] - strength["unpruned_finetuned"],
         "flops_reduction_magnitude": 1.0 - flops["magnitude"] / flops["before"],
+        "flops_reduction_all_blocks": 1.0 - flops["entropy_all_blocks"] / flops["before"],
+        "latency_ratio_all_blocks": median(latency["entropy_all_blocks"]) / median(latency["before"]),
+        "latency_ratio_ort_all_blocks": median(latency["entropy_all_blocks_ort"]) / median(latency["before_ort"]),
+        "fid_delta_all_blocks": fid["entropy_all_blocks"] / fid["before"] - 1.0,
         "latency_ratio_magnitude": median(latency["magnitude"]) / median(latency["before"]),
         "ssim_delta_magnitude": similarity["magnitude"] - similarity["before"],
         "style_strength_ratio_delta_magnitude": strength["magnitude"] - strength["before"],

@@ -16,7 +16,8 @@ pruned + int8 edge student, on the same images in one run.
 Students: the trained one (`runs/stylize-cpu/student`) and its QAT twin (`runs/stylize-cpu-qat/student`:
 `muon-ad distill configs/stylize-cpu.yaml curriculum.joint_optimisation.qat=true train.out_dir=runs/stylize-cpu-qat`).
 Without a trained student, a fresh one with a random head (a fresh head is zero: the identity map, nothing to lose).
-Pruning: `compress.prune.prune_student` at keep 0.5 (entropy criterion), then the same int8 export.
+Pruning: `compress.prune.prune_student` at the edge path's EDGE_KEEP and EDGE_ATTENTION_BLOCKS (entropy criterion),
+then the same int8 export.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 
 from muon_ad import DEFAULT_DISTILL_DIR
 from muon_ad.bench.common import SEED, BenchOutput, median, trained_student
-from muon_ad.compress.prune import prune_student
+from muon_ad.compress.prune import EDGE_ATTENTION_BLOCKS, EDGE_KEEP, prune_student
 from muon_ad.compress.quant import CALIBRATION_METHODS, calibration_pairs, has_vnni
 from muon_ad.eval.profile import BLOCK, interleaved_ms
 from muon_ad.eval.quality import ssim
@@ -37,7 +38,6 @@ from muon_ad.models.student import Student, StudentConfig, load_student
 from muon_ad.recipes.export import export_student
 from muon_ad.runtime.backends import OnnxStudent, StudentBackend, TorchStudent, encode_style, run_student
 
-EDGE_KEEP = 0.5
 QAT_STUDENT = Path(f"{DEFAULT_DISTILL_DIR}-qat") / "student"
 
 
@@ -56,11 +56,11 @@ def images(backend: StudentBackend, contents: torch.Tensor, styles: torch.Tensor
 
 
 def edge_student(student: Student, contents: torch.Tensor, styles: torch.Tensor) -> tuple[Student, str]:
-    """The student pruned to EDGE_KEEP by the entropy criterion (no recovery fine-tune: `bench prune` measures
-    that), and what it is."""
+    """The student pruned to EDGE_KEEP of its channels and EDGE_ATTENTION_BLOCKS transformer blocks by the entropy
+    criterion (no recovery fine-tune: `bench prune` measures that), and what it is."""
     batches = [(contents[i : i + 8], styles[i : i + 8]) for i in range(0, len(contents), 8)]
-    return (prune_student(student, EDGE_KEEP, batches, criterion="entropy"),
-            f"prune_student keep {EDGE_KEEP}, entropy, no fine-tune")
+    return (prune_student(student, EDGE_KEEP, batches, "entropy", EDGE_ATTENTION_BLOCKS),
+            f"prune_student keep {EDGE_KEEP}, {EDGE_ATTENTION_BLOCKS} transformer block(s), entropy, no fine-tune")
 
 
 def int8_exports(student: Student, root: Path, calibration: int, size: int) -> tuple[Path, Path]:
@@ -142,7 +142,8 @@ def measure(student_path: Path | None, qat_path: Path | None, resolution: int, c
               "threads": threads, "calibration_pairs": calibration, "calibration_size": resolution, "held_out_pairs": 16,
               "calibration_method_export": "percentile", "best_calibration_method": best,
               "cpu_has_vnni": has_vnni(), "reduce_range_export": not has_vnni(), "quantised_ops": "Conv, all but the stem's conv of the image",
-              "repeats": repeats, "timing": f"blocks of {BLOCK} frames, taking turns", "edge_keep": EDGE_KEEP, "notes": notes}
+              "repeats": repeats, "timing": f"blocks of {BLOCK} frames, taking turns", "edge_keep": EDGE_KEEP,
+              "edge_attention_blocks": EDGE_ATTENTION_BLOCKS, "notes": notes}
     baseline = (f"the fp32 torch student (and its fp32 ONNX Runtime export) at {resolution} px, {threads} thread(s), "
                 "same frames; quality vs the fp32 torch student's images on 16 held-out built-in pairs")
     return BenchOutput(config=config, metrics=metrics, baseline=baseline, repeats=times)

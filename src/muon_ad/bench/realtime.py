@@ -35,6 +35,7 @@ from muon_ad.bench.common import (
     teacher_ad_seconds,
     trained_student,
 )
+from muon_ad.compress.prune import EDGE_ATTENTION_BLOCKS, EDGE_KEEP
 from muon_ad.data.images import to_tensor
 from muon_ad.eval.profile import measure_latency, peak_memory_mb
 from muon_ad.models.teacher import Teacher, load_teacher
@@ -98,7 +99,8 @@ def measure(
               "generation_steps": SAMPLING_STEPS, "generation_resolution": teacher.image_size,
               "threads": torch.get_num_threads(), "batch": 1,
               "deployed": "ONNX Runtime, as many intra-op threads as torch has; int8 = muon-ad export --precision "
-                          "int8 (conv-only QDQ); edge = pruned (keep 0.5, entropy) + int8",
+                          f"int8 (conv-only QDQ); edge = pruned (keep {EDGE_KEEP}, {EDGE_ATTENTION_BLOCKS} "
+                          "transformer block(s), entropy) + int8",
               "deployed_notes": deployed.get("notes", "cuda run: ORT students not measured")}
     repeats = {"student_ms": fps["repeats_ms"], "teacher_ad_step_ms": ad["step_ms"], "teacher_encode_ms": ad["encode_ms"],
                "teacher_decode_ms": ad["decode_ms"], "generation_ms": generation["repeats_ms"]}

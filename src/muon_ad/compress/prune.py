@@ -14,6 +14,12 @@ Steps (each a plain function, so the distillation hook reuses them):
 2. `plan_masks`: the plan as `ChannelMasks` on the full-width student (masked = compacted, exactly).
 3. `compact`: a copy with the planned channels removed by torch-pruning, and the two attributes it does not
    know about fixed: `Attention.heads`, and the `.channels` diffusers' `Upsample2D`/`Downsample2D` assert on.
+Optionally, before these (`attention_blocks`), whole transformer blocks go (`drop_transformers`): the least
+important by `block_importance` (the same two criteria, at block level), each leaving its block's ResNet output
+as it was. The int8 edge graph is many small nodes, and a transformer block is 92 of its 586 ONNX nodes: the CPU-
+preset student, its int8 exports timed side by side, 2 threads, one run: at 256 px keep 0.5 7.8 ms, keep 0.3
+6.3 ms, keep 0.5 with two transformer blocks of three 7.0 ms, with one 6.0 ms; at 512 px 36.0, 26.8, 27.6 and
+23.3 ms.
 Saving: `save_student` writes the compacted tensors (safetensors) and `widths.json` (per-layer widths); loading
 rebuilds the architecture from the widths and loads the tensors. torch-pruning's own saving pickles the
 module: not used.
@@ -36,7 +42,15 @@ from muon_ad.checks import one_of
 from muon_ad.compress.importance import CriterionImportance, SensitivityEMA, head_focus, magnitude_importance
 from muon_ad.compress.masks import ChannelMasks, remove_norm_hooks
 from muon_ad.errors import UserError
-from muon_ad.models.student import Student, layer_widths, load_student, save_student
+from muon_ad.models.student import Student, StudentBlock, layer_widths, load_student, save_student
+
+
+# The edge path's pruning (bench prune, bench quant, bench realtime, the demo's edge stage): half the channels and
+# heads, two transformer blocks of the CPU preset's three. `bench prune` (same base student, 200-step recovery
+# fine-tune, 16 held-out pairs; style FID-domain before 52.1) with all three blocks kept: 49.8, style strength 0.28;
+# two: 51.2, 0.25 (magnitude 55.4); one: 57.0, 0.12 (magnitude 55.3), so two. The int8 edge graph at 256 / 512 px,
+# 2 threads, one run: 7.8 / 36.0 ms with three blocks, 7.0 / 27.6 with two, 6.0 / 23.3 with one.
+EDGE_KEEP, EDGE_ATTENTION_BLOCKS = 0.5, 2
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,48 @@ class PruneRoot:
 def check_keep_rate(keep_rate: float) -> None:
     if not 0.0 < keep_rate <= 1.0:
         raise UserError(f"keep rate must be in (0, 1], got {keep_rate}")
+
+
+def transformer_blocks(student: Student) -> list[str]:
+    """The student's blocks that have a transformer, by name, in data-flow order."""
+    return [name for name, m in student.named_modules() if isinstance(m, StudentBlock) and m.transformer is not None]
+
+
+def check_attention_blocks(student: Student, keep: int | None) -> None:
+    blocks = len(transformer_blocks(student))
+    if keep is not None and not 1 <= keep <= blocks:
+        raise UserError(f"--attention-blocks must be in 1..{blocks} (the student's transformer blocks), got {keep}")
+
+
+@torch.no_grad()
+def block_importance(student: Student, criterion: str,
+                     scores: tuple[dict[str, Tensor], dict[str, Tensor]] = ({}, {})) -> dict[str, float]:
+    """How much each transformer block matters, by block name. "entropy": the summed gradient sensitivity of its
+    weights (first-order loss change when they are removed) times the mean focus of its attention heads, the
+    channel criterion at block level; "magnitude": the L2 norm of its weights (the data-free baseline)."""
+    sensitivity, focus = scores
+    importance = {}
+    for name in transformer_blocks(student):
+        params = {f"{name}.transformer.{key}": p for key, p in student.get_submodule(name).transformer.named_parameters()}
+        if criterion == "magnitude":
+            importance[name] = float(sum(p.float().pow(2).sum() for p in params.values()).sqrt())
+        else:
+            heads = [f.mean() for layer, f in focus.items() if layer.startswith(f"{name}.transformer.")]
+            mean_focus = float(torch.stack(heads).mean()) if heads else 1.0
+            importance[name] = mean_focus * float(sum(sensitivity[key].sum() for key in params if key in sensitivity))
+    return importance
+
+
+def drop_transformers(student: Student, keep: int, criterion: str,
+                      scores: tuple[dict[str, Tensor], dict[str, Tensor]] = ({}, {})) -> list[str]:
+    """Remove, in place, all but the `keep` most important transformer blocks (`block_importance`); returns the
+    names of the blocks that lost theirs."""
+    check_attention_blocks(student, keep)
+    importance = block_importance(student, criterion, scores)
+    dropped = sorted(importance, key=importance.get)[: len(importance) - keep]
+    for name in dropped:
+        student.get_submodule(name).transformer = None
+    return dropped
 
 
 def _example_inputs(student: Student) -> tuple[Tensor, Tensor]:
@@ -167,12 +223,17 @@ def compact(student: Student, plan: list[PruneRoot]) -> Student:
 
 
 def prune_student(student: Student, keep_rate: float, batches: Iterable[tuple[Tensor, ...]] | None,
-                  criterion: str = "entropy") -> Student:
+                  criterion: str = "entropy", attention_blocks: int | None = None) -> Student:
     """A compacted copy of `student` keeping `keep_rate` of its channels and heads, ranked by `criterion`
     ("entropy": head focus + gradient sensitivity on `batches` of (content, style[, AD target]) tensors;
-    "magnitude": L2 of the weights, `batches` unused). The input student is left unchanged."""
+    "magnitude": L2 of the weights, `batches` unused), and (`attention_blocks`) only that many of its transformer
+    blocks, the rest removed first. The input student is left unchanged."""
     check_keep_rate(keep_rate)
+    check_attention_blocks(student, attention_blocks)
     work = copy.deepcopy(student)
+    batches = list(batches or [])
+    if attention_blocks is not None:
+        drop_transformers(work, attention_blocks, criterion, importance_for(work, criterion, batches))
     plan = plan_pruning(work, keep_rate, criterion, importance_for(work, criterion, batches))
     return compact(work, plan).eval()
 

@@ -218,9 +218,10 @@ def stage_t2i(s: DemoSettings, teacher_path: Path, out: Path) -> Stage:
 
 def stage_edge(s: DemoSettings, student: str, out: Path) -> Stage:
     """The edge path, as `muon-ad prune` then `muon-ad export --precision int8` run it: the Muon-AD student pruned
-    (entropy criterion) with a short recovery fine-tune, exported to an int8 ONNX Runtime folder, and timed against
+    (entropy criterion: channels, heads, transformer blocks) with a short recovery fine-tune, exported to an int8 ONNX Runtime folder, and timed against
     the fp32 torch student through the one runtime path (the stream stage then runs the export)."""
-    pruned = prune(student, s.edge_keep, out / "edge" / "pruned", "entropy", s.edge_finetune_steps)
+    pruned = prune(student, s.edge_keep, out / "edge" / "pruned", "entropy", s.edge_finetune_steps,
+                   attention_blocks=s.edge_attention_blocks)
     exported = export_student(pruned, out / "edge" / "int8", "int8", s.edge_calibration)
     content, style = (to_tensor(image).unsqueeze(0) for image in sample_pair(s.resolution))
     models = {"student": load_backend(student).student, "pruned": load_backend(pruned).student}
@@ -238,7 +239,9 @@ def stage_edge(s: DemoSettings, student: str, out: Path) -> Stage:
                "ssim_int8_vs_fp32": report["quality"]["ssim_vs_fp32"], "model_onnx_mb": report["files_mb"]["model.onnx"],
                "student_mb": student_mb, "pruned": str(pruned), "export": str(exported)}
     save_json(out / "edge" / "result.json", results)
-    return Stage("edge", note=f"keep {s.edge_keep}, entropy criterion, {s.edge_finetune_steps} fine-tune steps; "
+    blocks = "all" if s.edge_attention_blocks is None else s.edge_attention_blocks
+    return Stage("edge", note=f"keep {s.edge_keep}, {blocks} transformer block(s), entropy criterion, "
+                 f"{s.edge_finetune_steps} fine-tune steps; "
                  f"int8 calibrated on {s.edge_calibration} pairs; {s.resolution} px, torch and ONNX Runtime",
                  results=results)
 

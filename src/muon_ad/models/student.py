@@ -237,10 +237,13 @@ WIDTHS = "widths.json"  # in the folder of a compacted student: the per-layer wi
 
 def layer_widths(student: nn.Module) -> dict[str, dict[str, int]]:
     """The width of every layer whose width pruning can change: conv/linear in and out, norm channels, attention
-    heads, and the channel count diffusers' resampling blocks assert on. JSON-ready; `apply_widths` rebuilds it."""
+    heads, the channel count diffusers' resampling blocks assert on, and whether each block still has its
+    transformer (pruning can remove whole ones). JSON-ready; `apply_widths` rebuilds it."""
     widths = {}
     for name, m in student.named_modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, StudentBlock):
+            widths[name] = {"transformer": int(m.transformer is not None)}
+        elif isinstance(m, nn.Conv2d):
             widths[name] = {"in": m.in_channels, "out": m.out_channels}
         elif isinstance(m, nn.Linear):
             widths[name] = {"in": m.in_features, "out": m.out_features}
@@ -263,6 +266,12 @@ def _empty(param: nn.Parameter | None, *shape: int) -> nn.Parameter | None:
 def apply_widths(student: Student, widths: dict[str, dict[str, int]]) -> Student:
     """Give `student` (built from its config) the layer widths of a compacted one, with uninitialised tensors of
     those shapes for a state dict to fill: how a pruned student is rebuilt without pickle."""
+    for name, width in widths.items():  # removed transformers first: the layers inside them are then not listed
+        m = student.get_submodule(name) if "transformer" in width else None
+        if isinstance(m, StudentBlock) and not width["transformer"]:
+            m.transformer = None
+        elif isinstance(m, StudentBlock) and m.transformer is None:
+            raise UserError(f"{WIDTHS} gives block {name} a transformer its config does not have")
     modules = dict(student.named_modules())
     if unknown := sorted(set(widths) - set(modules)):
         raise UserError(f"{WIDTHS} names layers the student does not have: {', '.join(unknown[:3])}")

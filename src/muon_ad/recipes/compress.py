@@ -1,8 +1,8 @@
 """Recipe: prune a trained student, compact it and fine-tune it back (`muon-ad prune STUDENT --keep R`).
 
 Reads top to bottom: load the student → score it on built-in (content, style) pairs (a seed neither training
-nor evaluation uses) and cut it to `keep` of its channels and heads (`compress.prune_student`, entropy or
-magnitude criterion) → optionally a recovery fine-tune of `finetune_steps` on the AD-target bank, which is the
+nor evaluation uses) and cut it to `keep` of its channels and heads, and optionally to `attention_blocks` of its
+transformer blocks (`compress.prune_student`, entropy or magnitude criterion) → optionally a recovery fine-tune of `finetune_steps` on the AD-target bank, which is the
 distillation recipe itself (`recipes.distill.distill` with the compacted student as its starting point and
 one phase; the bank is the original run's cache when it matches) → save the compacted student (safetensors +
 widths.json). The fine-tune's run folder (logs, checkpoints, samples) is OUT-finetune; it resumes like any
@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from muon_ad import checks
-from muon_ad.compress.prune import check_keep_rate, prune_student, save_pruned
+from muon_ad.compress.prune import check_keep_rate, prune_student, save_pruned, transformer_blocks
 from muon_ad.config import load_config
 from muon_ad.distill.curriculum import PhaseConfig
 from muon_ad.errors import UserError
@@ -58,16 +58,20 @@ def finetune_config(student_folder: Path, steps: int, out_dir: Path, config: Pat
 
 
 def prune(student_folder: str | Path, keep: float, out: str | Path, criterion: str = "entropy",
-          finetune_steps: int = 0, config: Path | None = None) -> Path:
-    """Prune, compact (and fine-tune) the student at `student_folder`; returns the saved compacted student."""
+          finetune_steps: int = 0, config: Path | None = None, attention_blocks: int | None = None) -> Path:
+    """Prune, compact (and fine-tune) the student at `student_folder`, keeping `attention_blocks` of its transformer
+    blocks (None: all); returns the saved compacted student."""
     check_keep_rate(keep)
     checks.one_of("--criterion", criterion, ("entropy", "magnitude"))
     checks.within("--finetune-steps", finetune_steps, 0)
+    if attention_blocks is not None:
+        checks.within("--attention-blocks", attention_blocks, 1)  # its upper bound needs the student
     out = Path(out)
     checks.writable_output("--out", out)
     student = load_student(student_folder)
-    small = prune_student(student, keep, scoring_batches(student), criterion)
-    log.info("pruned to keep %.2f (%s): %d -> %d parameters", keep, criterion,
+    small = prune_student(student, keep, scoring_batches(student), criterion, attention_blocks)
+    log.info("pruned to keep %.2f (%s), transformer blocks %s: %d -> %d parameters", keep, criterion,
+             ", ".join(transformer_blocks(small)),
              sum(p.numel() for p in student.parameters()), sum(p.numel() for p in small.parameters()))
     if finetune_steps:
         run = out.with_name(f"{out.name}-finetune")
