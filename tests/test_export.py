@@ -55,6 +55,18 @@ def test_exported_graphs_match_torch_at_sizes_off_the_stride(graphs):
     assert report["max_abs_diff"] < 1e-4, report
 
 
+def test_a_student_pruned_to_one_transformer_block_exports_smaller_and_matches_torch(graphs, tmp_path):
+    from muon_ad.compress.prune import prune_student, transformer_blocks
+
+    student, folder = graphs
+    small = prune_student(student, 0.5, None, "magnitude", attention_blocks=1)
+    assert len(transformer_blocks(small)) == 1
+    export_onnx(small, tmp_path)
+    assert graph_parity(small, tmp_path, [(37, 53)])["max_abs_diff"] < 1e-4
+    nodes = {name: len(onnx.load(str(f / MODEL)).graph.node) for name, f in (("full", folder), ("small", tmp_path))}
+    assert nodes["small"] < nodes["full"] - 100, nodes  # two transformer blocks of ~78 nodes each gone
+
+
 def test_strided_stem_is_the_students_stem_and_the_graph_never_reshapes_the_image(graphs):
     student, folder = graphs
     torch.manual_seed(3)
