@@ -134,6 +134,7 @@ CASES = [
     (["profile", "{tmp}/file", "--size", "0"], "--size must be"),
     (["profile", "{tmp}/file", "--top", "0"], "--top must be"),
     (["profile", "{tmp}/file", "--repeats", "0"], "--repeats must be"),
+    (["profile", "{tmp}/file", "--threads", "0"], "--threads must be"),
     (["profile"], "Missing argument 'exports'"),
     # demo
     (["demo", "--out", "/proc/report"], "cannot write in /proc"),

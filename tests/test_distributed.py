@@ -1,6 +1,7 @@
 """Distributed distillation on 2 gloo processes, launched by torchrun's own machinery (`elastic_launch`, the code
 behind `torchrun`), forked so that the workers need not re-import torch. Every launch is bounded in time."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -232,6 +233,11 @@ def test_the_text_to_image_recipe_on_two_ranks_matches_one_process(t2i_teacher, 
     assert len(rows(tmp_path / "two" / "log.csv")) == 4  # rank 0 alone wrote
 
 
+def refusal(refused: bool, message: str):
+    """A one-line refusal naming `message` is expected, or nothing at all."""
+    return pytest.raises(UserError, match=message) if refused else contextlib.nullcontext()
+
+
 @pytest.mark.parametrize("content_weight, refused", [(None, False), (0.5, True)])
 def test_compression_beside_projection_is_refused_only_when_the_teachers_terms_are_on(monkeypatch, content_weight,
                                                                                        refused):
@@ -243,10 +249,7 @@ def test_compression_beside_projection_is_refused_only_when_the_teachers_terms_a
                       ["distributed.grad_compression=powersgd", "optimizer.zero1=true"])
     cfg.curriculum.content_refinement.content_weight = content_weight  # None: λ = 0 carried over from phase 1
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
-    if refused:
-        with pytest.raises(UserError, match="grad_compression=powersgd"):
-            _check_distributed(cfg)
-    else:
+    with refusal(refused, "grad_compression=powersgd"):
         _check_distributed(cfg)
 
 
@@ -258,8 +261,5 @@ def test_t2i_refuses_compression_beside_projection_through_the_shared_check(monk
     cfg.distributed.grad_compression, cfg.distill.conflict_projection = "powersgd", projection
     cfg.schedule.batch_size = 4
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
-    if refused:
-        with pytest.raises(UserError, match="grad_compression=powersgd compresses DDP's all-reduce"):
-            _check_distributed(cfg)
-    else:
+    with refusal(refused, "grad_compression=powersgd compresses DDP's all-reduce"):
         _check_distributed(cfg)

@@ -608,6 +608,8 @@ def profile_command(
         checks.within("--size", value, 1)
     checks.within("--top", top, 1)
     checks.within("--repeats", repeats, 1)
+    if threads is not None:  # 0 would silently mean ORT's default
+        checks.within("--threads", threads, 1)
     for frame, by_export in profile_exports(exports, size, threads, repeats).items():
         for folder, figures in by_export.items():
             kernels = sum(figures["ops"].values())

@@ -34,7 +34,7 @@ def kernel_ms(path: str | Path, feeds: dict[str, np.ndarray], runs: int = 10,
         for _ in range(runs + 1):
             graph.run(None, feeds)
         events = json.loads(Path(graph.end_profiling()).read_text())
-    warm = sorted(e["ts"] + e["dur"] for e in events if e.get("name") == "model_run")[0]  # end of the first run
+    warm = min(e["ts"] + e["dur"] for e in events if e.get("name") == "model_run")  # end of the first run
     by_op, by_node = Counter(), Counter()
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and event["ts"] >= warm:
