@@ -264,8 +264,8 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = (), init: Student | 
     logger = MetricLogger(out, {"log.csv": LOG_FIELDS, "val.csv": VAL_FIELDS}, fresh=step == 0)
     bar = progress_bar(total, step, "distill")
     start = time.time()
-    try:
-        with GracefulStop() as stop:
+    with GracefulStop() as stop:  # around the cleanup too (see its docstring)
+        try:
             if step == 0:
                 validation()  # the starting point of the curves
             while step < total:
@@ -302,9 +302,9 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = (), init: Student | 
                 if step % v.every == 0 or step == total:
                     validation()
                 stop.at_boundary(step, step % cfg.train.checkpoint_every == 0 or step == total, checkpoint)
-    finally:
-        bar.close()
-        logger.close()
+        finally:
+            bar.close()
+            logger.close()
 
     ema.copy_to(student.parameters())
     for hook in hooks:

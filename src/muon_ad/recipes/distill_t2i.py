@@ -285,8 +285,8 @@ def distill_t2i(cfg: DistillT2IConfig) -> Path:
     logger = MetricLogger(out, {"log.csv": LOG_FIELDS, "val.csv": VAL_FIELDS}, fresh=step == 0)
     bar = progress_bar(total, step, "distill-t2i")
     start = time.time()
-    try:
-        with GracefulStop() as stop:
+    with GracefulStop() as stop:  # around the cleanup too (see its docstring)
+        try:
             if step == 0:
                 validation(1 if s.compress_steps else 2)
             while step < total:
@@ -332,9 +332,9 @@ def distill_t2i(cfg: DistillT2IConfig) -> Path:
                 if step % cfg.validation.every == 0 or step in (s.compress_steps, total):
                     validation(phase)
                 stop.at_boundary(step, step % cfg.train.checkpoint_every == 0 or step == total, checkpoint)
-    finally:
-        bar.close()
-        logger.close()
+        finally:
+            bar.close()
+            logger.close()
 
     folder = out / "student"
     if is_main_process():

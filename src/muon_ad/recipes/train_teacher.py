@@ -146,8 +146,8 @@ def train_teacher(cfg: TrainTeacherConfig, on_step: Callable[[int], None] | None
     logger = MetricLogger(out, {"log.csv": ["step", "phase", "loss", "lr", "seconds"]}, fresh=step == 0)
     bar = progress_bar(total, step, "train-teacher")
     start = time.time()
-    try:
-        with GracefulStop() as stop:
+    with GracefulStop() as stop:  # around the cleanup too (see its docstring)
+        try:
             for phase, phase_steps in (("vae", range(cfg.train.vae_steps)), ("unet", range(cfg.train.vae_steps, total))):
                 if step >= phase_steps.stop:
                     continue
@@ -183,9 +183,9 @@ def train_teacher(cfg: TrainTeacherConfig, on_step: Callable[[int], None] | None
                         on_step(step)
                     stop.at_boundary(step, step % cfg.train.checkpoint_every == 0 or step == phase_steps.stop,
                                      checkpoint)
-    finally:
-        bar.close()
-        logger.close()
+        finally:
+            bar.close()
+            logger.close()
 
     ema.copy_to(teacher.unet.parameters())
     final = save_teacher(teacher, out / "teacher")

@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -209,11 +211,18 @@ def errors_from_rank0() -> Iterator[None]:
     except RuntimeError as error:  # DistError, or a comm hook's future failing, which surfaces as RuntimeError
         if not is_distributed() or not (isinstance(error, dist.DistError) or _COLLECTIVE_FAILURE in str(error).lower()):
             raise
+        _ignore_sigterm()  # the launcher stops the survivors of a dead rank with SIGTERM: let this one say why first
         if not is_main_process():
             raise SystemExit(1) from None
         reason = str(error).strip().splitlines()[0].rsplit("] ", 1)[-1].split(". ")[0] or type(error).__name__
         raise UserError(f"another process of this run died or stopped answering ({reason}); the last "
                         "checkpoint is kept: run the same command to resume") from None
+
+
+def _ignore_sigterm() -> None:
+    """For a process already on its way out with its one-line report (signal handlers are set in the main thread)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def teardown() -> None:

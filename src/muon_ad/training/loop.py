@@ -76,7 +76,9 @@ class GracefulStop:
     """While active, Ctrl-C (SIGINT) and SIGTERM only ask the loop to stop: it finishes the step it is in, saves
     a checkpoint at that boundary and raises KeyboardInterrupt. A signal that interrupted the step itself would
     leave the RNG (and perhaps the optimizer) advanced by half a step, and the resumed run would differ. A
-    second signal stops at once, saving nothing (the last checkpoint stays the resume point)."""
+    second signal stops at once, saving nothing (the last checkpoint stays the resume point). Enter it around the
+    loop's cleanup as well (closing logs takes a while): torchrun SIGTERMs the other ranks as soon as one dies, and
+    under the default handler that signal would kill rank 0 while it closes its logs, before it can say why."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
