@@ -98,6 +98,18 @@ def test_a_slow_drift_is_caught_up_with_instead_of_skipped_forever():
     assert ran == [True, False, False, True, False, False, True, False, False, True]
 
 
+def test_the_torch_backend_runs_a_channels_last_copy_and_leaves_the_callers_student_as_it_was():
+    student = _student()
+    backend = TorchStudent(student)
+    # The caller may go on to export or prune its student: its tensors keep their layout.
+    assert all(p.is_contiguous() for p in student.parameters())
+    assert backend.student.stem[1].weight.is_contiguous(memory_format=torch.channels_last)
+    content = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    code = encode_style(backend, _style())
+    with torch.no_grad():
+        assert torch.allclose(run_student(backend, content, code), student.apply_style(content, code), atol=1e-5)
+
+
 def test_one_preprocessing_path_for_any_content_and_style_size():
     student, backend = _student(), TorchStudent(_student())
     content = torch.rand(2, 3, 37, 50, generator=torch.Generator().manual_seed(1)) * 2 - 1  # not multiples of 4

@@ -15,6 +15,7 @@ Images are float (B, 3, H, W) in [-1, 1], the project's convention; outputs come
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Protocol
@@ -46,10 +47,18 @@ class StudentBackend(Protocol):
 
 
 class TorchStudent:
-    """A trained `Student` in torch: the style code is its style tokens."""
+    """A trained `Student` in torch: the style code is its style tokens. On the CPU it runs a channels-last copy
+    (the caller's student is left as it is): oneDNN's convolutions then take their weights and activations without
+    reordering them every call. Measured (2-vCPU VM, 2 threads, 256 px, four interleaved runs): the CPU-preset
+    student +2 to −21 % of its time, the edge-pruned one −13 to −37 %; a channels-last input alone (weights as they
+    were) was no faster. Not measured on a GPU, so there the student runs as given."""
 
     def __init__(self, student: Student, device: str | torch.device = "cpu") -> None:
-        self.student, self.device = student.to(device).eval(), torch.device(device)
+        self.device = torch.device(device)
+        self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        if self.memory_format == torch.channels_last:
+            student = copy.deepcopy(student).to(memory_format=self.memory_format)
+        self.student = student.to(self.device).eval()
         self.multiple, self.style_size = student.config.downsampling, student.config.style_size
 
     @torch.inference_mode()
@@ -58,7 +67,7 @@ class TorchStudent:
 
     @torch.inference_mode()
     def run(self, contents: Tensor, code: Tensor) -> Tensor:
-        return self.student.apply_style(contents.to(self.device), code)
+        return self.student.apply_style(contents.to(self.device, memory_format=self.memory_format), code)
 
 
 class OnnxStudent:
