@@ -160,7 +160,12 @@ def test_a_killed_rank_restarts_the_group_from_the_last_checkpoint(teacher, bank
     # Closing the logs takes a second (the forked ranks inherit the patch), so the SIGTERM that torchrun sends the
     # survivors within 0.1 s of rank 1's death lands while rank 0 unwinds: what CI once met by chance, made certain.
     close = MetricLogger.close
-    monkeypatch.setattr(MetricLogger, "close", lambda self: (time.sleep(1.0), close(self))[-1])
+
+    def slow_close(self) -> None:
+        time.sleep(1.0)
+        close(self)
+
+    monkeypatch.setattr(MetricLogger, "close", slow_close)
     out = tmp_path / "run"
     assert launch(recipe(teacher, bank, out), kill_at=5, restarts=1) == {0: "done", 1: "done"}
     # The first attempt's rank 0 said why in one line; the second resumed from step 4 and finished at step 6.

@@ -30,6 +30,28 @@ def test_a_second_signal_stops_at_once_without_saving():
     assert saved == [] and stop.requested
 
 
+def test_what_the_loop_closes_is_closed_on_exit_with_signals_still_caught():
+    # A signal while the logs close (torchrun stopping the survivors of a dead rank) only asks for a stop: it
+    # must not reach the handler outside, which for SIGTERM would kill the process before it reports.
+    outside = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: outside.append("reached the outer handler"))
+
+    class SlowLog:
+        closed = False
+
+        def close(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            self.closed = True
+
+    log = SlowLog()
+    try:
+        with pytest.raises(RuntimeError), GracefulStop(closing=[log]) as stop:
+            raise RuntimeError("a collective failed")  # cleanup runs on an error too
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert log.closed and stop.requested and outside == []
+
+
 def test_a_due_checkpoint_is_saved_without_stopping():
     saved = []
     with GracefulStop() as stop:

@@ -16,10 +16,8 @@ Steps (each a plain function, so the distillation hook reuses them):
    know about fixed: `Attention.heads`, and the `.channels` diffusers' `Upsample2D`/`Downsample2D` assert on.
 Optionally, before these (`attention_blocks`), whole transformer blocks go (`drop_transformers`): the least
 important by `block_importance` (the same two criteria, at block level), each leaving its block's ResNet output
-as it was. The int8 edge graph is many small nodes, and a transformer block is 92 of its 586 ONNX nodes: the CPU-
-preset student, its int8 exports timed side by side, 2 threads, one run: at 256 px keep 0.5 7.8 ms, keep 0.3
-6.3 ms, keep 0.5 with two transformer blocks of three 7.0 ms, with one 6.0 ms; at 512 px 36.0, 26.8, 27.6 and
-23.3 ms.
+as it was. The int8 edge graph is many small nodes, and a transformer block is 92 of its 586 ONNX nodes (what
+each removed block saves, and costs: `EDGE_ATTENTION_BLOCKS`).
 Saving: `save_student` writes the compacted tensors (safetensors) and `widths.json` (per-layer widths); loading
 rebuilds the architecture from the widths and loads the tensors. torch-pruning's own saving pickles the
 module: not used.
@@ -49,7 +47,8 @@ from muon_ad.models.student import Student, StudentBlock, layer_widths, load_stu
 # heads, two transformer blocks of the CPU preset's three. `bench prune` (same base student, 200-step recovery
 # fine-tune, 16 held-out pairs; style FID-domain before 52.1) with all three blocks kept: 49.8, style strength 0.28;
 # two: 51.2, 0.25 (magnitude 55.4); one: 57.0, 0.12 (magnitude 55.3), so two. The int8 edge graph at 256 / 512 px,
-# 2 threads, one run: 7.8 / 36.0 ms with three blocks, 7.0 / 27.6 with two, 6.0 / 23.3 with one.
+# 2 threads (`muon-ad profile` of the three exports, 60 frames; the README's "Edge deployment"): 11.3 / 41.1 ms
+# with three blocks, 9.9 / 36.6 with two, 8.5 / 31.0 with one.
 EDGE_KEEP, EDGE_ATTENTION_BLOCKS = 0.5, 2
 
 

@@ -218,8 +218,9 @@ def stage_t2i(s: DemoSettings, teacher_path: Path, out: Path) -> Stage:
 
 def stage_edge(s: DemoSettings, student: str, out: Path) -> Stage:
     """The edge path, as `muon-ad prune` then `muon-ad export --precision int8` run it: the Muon-AD student pruned
-    (entropy criterion: channels, heads, transformer blocks) with a short recovery fine-tune, exported to an int8 ONNX Runtime folder, and timed against
-    the fp32 torch student through the one runtime path (the stream stage then runs the export)."""
+    (entropy criterion: channels, heads, transformer blocks) with a short recovery fine-tune, exported to an int8
+    ONNX Runtime folder, and timed against the fp32 torch student through the one runtime path (the stream stage
+    then runs the export)."""
     pruned = prune(student, s.edge_keep, out / "edge" / "pruned", "entropy", s.edge_finetune_steps,
                    attention_blocks=s.edge_attention_blocks)
     exported = export_student(pruned, out / "edge" / "int8", "int8", s.edge_calibration)

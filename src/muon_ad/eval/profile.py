@@ -50,8 +50,9 @@ BLOCK = 10  # consecutive frames per timed block in `interleaved_ms`
 def interleaved_ms(calls: dict[str, Callable[[], object]], repeats: int, block: int = BLOCK) -> dict[str, list[float]]:
     """Milliseconds of each call, timed in `repeats // block` rounds of `block` consecutive calls (one round of
     `repeats` calls when `repeats` < `block`), each block after one warm-up call, the calls' blocks taking turns.
-    Consecutive calls are how a stream runs a model (warm caches and threads); the turns let a drift of a shared machine's speed reach every call alike. Taking
-    turns call by call instead cost small ONNX Runtime graphs up to half again their time, cold behind the others."""
+    Consecutive calls are how a stream runs a model (warm caches and threads); the turns let a drift of a shared
+    machine's speed reach every call alike. Taking turns call by call instead cost small ONNX Runtime graphs up to
+    half again their time, cold behind the others."""
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(max(1, repeats // block)):
         for name, call in calls.items():

@@ -2,8 +2,8 @@
 
 Reads top to bottom: load the student → score it on built-in (content, style) pairs (a seed neither training
 nor evaluation uses) and cut it to `keep` of its channels and heads, and optionally to `attention_blocks` of its
-transformer blocks (`compress.prune_student`, entropy or magnitude criterion) → optionally a recovery fine-tune of `finetune_steps` on the AD-target bank, which is the
-distillation recipe itself (`recipes.distill.distill` with the compacted student as its starting point and
+transformer blocks (`compress.prune_student`, entropy or magnitude criterion) → optionally a recovery fine-tune
+of `finetune_steps` on the AD-target bank, which is the distillation recipe itself (`recipes.distill.distill` with the compacted student as its starting point and
 one phase; the bank is the original run's cache when it matches) → save the compacted student (safetensors +
 widths.json). The fine-tune's run folder (logs, checkpoints, samples) is OUT-finetune; it resumes like any
 distillation run.

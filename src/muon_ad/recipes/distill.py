@@ -264,47 +264,43 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = (), init: Student | 
     logger = MetricLogger(out, {"log.csv": LOG_FIELDS, "val.csv": VAL_FIELDS}, fresh=step == 0)
     bar = progress_bar(total, step, "distill")
     start = time.time()
-    with GracefulStop() as stop:  # around the cleanup too (see its docstring)
-        try:
-            if step == 0:
-                validation()  # the starting point of the curves
-            while step < total:
-                plan = curriculum.plan(step)
-                if plan.phase_started:
-                    log.info("step %d: phase %d (%s): lr %g, batch %d, style %g, content %g%s", step, plan.phase,
-                             plan.name, cfg.curriculum.phases()[plan.phase - 1][1].lr, plan.batch_size,
-                             plan.style_weight, plan.content_weight,
-                             ", style encoder frozen" if plan.freeze_style_encoder else "")
-                    logger.text("curriculum", f"step {step}: phase {plan.phase} ({plan.name})", step)
-                student.style_encoder.requires_grad_(not plan.freeze_style_encoder)
-                for group in optimizer.param_groups:
-                    group["lr"] = plan.lr
-                for hook in hooks:
-                    hook(plan, student, optimizer)
+    with GracefulStop(closing=(bar, logger)) as stop:
+        if step == 0:
+            validation()  # the starting point of the curves
+        while step < total:
+            plan = curriculum.plan(step)
+            if plan.phase_started:
+                log.info("step %d: phase %d (%s): lr %g, batch %d, style %g, content %g%s", step, plan.phase,
+                         plan.name, cfg.curriculum.phases()[plan.phase - 1][1].lr, plan.batch_size,
+                         plan.style_weight, plan.content_weight,
+                         ", style encoder frozen" if plan.freeze_style_encoder else "")
+                logger.text("curriculum", f"step {step}: phase {plan.phase} ({plan.name})", step)
+            student.style_encoder.requires_grad_(not plan.freeze_style_encoder)
+            for group in optimizer.param_groups:
+                group["lr"] = plan.lr
+            for hook in hooks:
+                hook(plan, student, optimizer)
 
-                result = train_step(plan, model, objective, optimizer, projection, train, targets, cfg.train, device)
-                finite = result.pop("finite")
-                result = distributed.mean_over_ranks(result)  # the global batch's figures, the same on every rank
-                if finite:  # a skipped step leaves the weights, so their average and the curriculum's view, alone
-                    ema.step(student.parameters())
-                    curriculum.observe(plan, result["ssim"])
-                step += 1
-                guard.observe(step, finite)
+            result = train_step(plan, model, objective, optimizer, projection, train, targets, cfg.train, device)
+            finite = result.pop("finite")
+            result = distributed.mean_over_ranks(result)  # the global batch's figures, the same on every rank
+            if finite:  # a skipped step leaves the weights, so their average and the curriculum's view, alone
+                ema.step(student.parameters())
+                curriculum.observe(plan, result["ssim"])
+            step += 1
+            guard.observe(step, finite)
 
-                row = {"step": step, "phase": plan.phase, "lr": plan.lr, "batch_size": plan.batch_size, **result,
-                       "style_weight": plan.style_weight, "content_weight": plan.content_weight,
-                       "conflict_acted": projection.acted if projection is not None else 0,
-                       "seconds": time.time() - start}
-                logger.log("log.csv", row, step, tag="train",
-                           scalars=("loss", "ad", "content", "kl", "target", "content_weight", "ssim", "grad_norm", "lr"))
-                bar.set_postfix(phase=plan.phase, loss=f"{result['loss']:.4f}", ssim=f"{result['ssim']:.3f}")
-                bar.update()
-                if step % v.every == 0 or step == total:
-                    validation()
-                stop.at_boundary(step, step % cfg.train.checkpoint_every == 0 or step == total, checkpoint)
-        finally:
-            bar.close()
-            logger.close()
+            row = {"step": step, "phase": plan.phase, "lr": plan.lr, "batch_size": plan.batch_size, **result,
+                   "style_weight": plan.style_weight, "content_weight": plan.content_weight,
+                   "conflict_acted": projection.acted if projection is not None else 0,
+                   "seconds": time.time() - start}
+            logger.log("log.csv", row, step, tag="train",
+                       scalars=("loss", "ad", "content", "kl", "target", "content_weight", "ssim", "grad_norm", "lr"))
+            bar.set_postfix(phase=plan.phase, loss=f"{result['loss']:.4f}", ssim=f"{result['ssim']:.3f}")
+            bar.update()
+            if step % v.every == 0 or step == total:
+                validation()
+            stop.at_boundary(step, step % cfg.train.checkpoint_every == 0 or step == total, checkpoint)
 
     ema.copy_to(student.parameters())
     for hook in hooks:

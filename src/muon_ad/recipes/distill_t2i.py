@@ -285,56 +285,52 @@ def distill_t2i(cfg: DistillT2IConfig) -> Path:
     logger = MetricLogger(out, {"log.csv": LOG_FIELDS, "val.csv": VAL_FIELDS}, fresh=step == 0)
     bar = progress_bar(total, step, "distill-t2i")
     start = time.time()
-    with GracefulStop() as stop:  # around the cleanup too (see its docstring)
-        try:
-            if step == 0:
-                validation(1 if s.compress_steps else 2)
-            while step < total:
-                phase = 1 if step < s.compress_steps else 2
-                if step == s.compress_steps:  # phase 2 starts: the target network starts as the student
-                    target.load_state_dict(student.state_dict())
-                    log.info("step %d: phase 2 (latent consistency distillation)", step)
-                into = step if phase == 1 else step - s.compress_steps
-                lr = (s.compress_lr if phase == 1 else s.consistency_lr) * min(1.0, (into + 1) / max(1, s.warmup_steps))
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                index = torch.randint(len(train.captions), (s.batch_size,))
-                separate = projection is not None and phase == 1  # two objectives, projected: each its own gradient
-                if phase == 1:
-                    draws = Draws(teacher, train, index, d.caption_dropout, uniform, None, device).shard()
-                    with distributed.no_sync(model) if separate else contextlib.nullcontext(), \
-                            autocast(cfg.train.amp, device):
-                        terms = compress(model, draws.latents, draws.text, draws.t, draws.eps)
-                    result = {k: getattr(terms, k).item() for k in ("task", "output", "feature", "kl")}
-                    result["consistency"] = 0.0
-                    objectives = [terms.distill_objective, terms.task_objective]
-                else:
-                    draws = Draws(teacher, train, index, 0.0, consistency.draw_timesteps, None, device).shard()
-                    with autocast(cfg.train.amp, device):
-                        loss = consistency(model, target, draws.latents, draws.text, draws.t, draws.eps)
-                    result = {"task": 0.0, "output": 0.0, "feature": 0.0, "kl": 0.0, "consistency": loss.item()}
-                    objectives = [loss]
-                finite, grad_norm, total_loss = _optimizer_step(objectives, student, optimizer,
-                                                                projection if separate else None, cfg.train.grad_clip)
-                # the global batch's figures, the same on every rank
-                result = distributed.mean_over_ranks({**result, "loss": total_loss})
-                total_loss = result.pop("loss")
-                if finite and phase == 2:
-                    update_target(target, student, cfg.consistency.target_decay)
-                step += 1
-                guard.observe(step, finite)
-                row = {"step": step, "phase": phase, "lr": lr, "loss": total_loss, **result, "grad_norm": grad_norm,
-                       "conflict_acted": projection.acted if projection is not None else 0,
-                       "seconds": time.time() - start}
-                logger.log("log.csv", row, step, tag="train", scalars=("loss", *TERMS, "grad_norm", "lr"))
-                bar.set_postfix(phase=phase, loss=f"{total_loss:.4f}")
-                bar.update()
-                if step % cfg.validation.every == 0 or step in (s.compress_steps, total):
-                    validation(phase)
-                stop.at_boundary(step, step % cfg.train.checkpoint_every == 0 or step == total, checkpoint)
-        finally:
-            bar.close()
-            logger.close()
+    with GracefulStop(closing=(bar, logger)) as stop:
+        if step == 0:
+            validation(1 if s.compress_steps else 2)
+        while step < total:
+            phase = 1 if step < s.compress_steps else 2
+            if step == s.compress_steps:  # phase 2 starts: the target network starts as the student
+                target.load_state_dict(student.state_dict())
+                log.info("step %d: phase 2 (latent consistency distillation)", step)
+            into = step if phase == 1 else step - s.compress_steps
+            lr = (s.compress_lr if phase == 1 else s.consistency_lr) * min(1.0, (into + 1) / max(1, s.warmup_steps))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            index = torch.randint(len(train.captions), (s.batch_size,))
+            separate = projection is not None and phase == 1  # two objectives, projected: each its own gradient
+            if phase == 1:
+                draws = Draws(teacher, train, index, d.caption_dropout, uniform, None, device).shard()
+                with distributed.no_sync(model) if separate else contextlib.nullcontext(), \
+                        autocast(cfg.train.amp, device):
+                    terms = compress(model, draws.latents, draws.text, draws.t, draws.eps)
+                result = {k: getattr(terms, k).item() for k in ("task", "output", "feature", "kl")}
+                result["consistency"] = 0.0
+                objectives = [terms.distill_objective, terms.task_objective]
+            else:
+                draws = Draws(teacher, train, index, 0.0, consistency.draw_timesteps, None, device).shard()
+                with autocast(cfg.train.amp, device):
+                    loss = consistency(model, target, draws.latents, draws.text, draws.t, draws.eps)
+                result = {"task": 0.0, "output": 0.0, "feature": 0.0, "kl": 0.0, "consistency": loss.item()}
+                objectives = [loss]
+            finite, grad_norm, total_loss = _optimizer_step(objectives, student, optimizer,
+                                                            projection if separate else None, cfg.train.grad_clip)
+            # the global batch's figures, the same on every rank
+            result = distributed.mean_over_ranks({**result, "loss": total_loss})
+            total_loss = result.pop("loss")
+            if finite and phase == 2:
+                update_target(target, student, cfg.consistency.target_decay)
+            step += 1
+            guard.observe(step, finite)
+            row = {"step": step, "phase": phase, "lr": lr, "loss": total_loss, **result, "grad_norm": grad_norm,
+                   "conflict_acted": projection.acted if projection is not None else 0,
+                   "seconds": time.time() - start}
+            logger.log("log.csv", row, step, tag="train", scalars=("loss", *TERMS, "grad_norm", "lr"))
+            bar.set_postfix(phase=phase, loss=f"{total_loss:.4f}")
+            bar.update()
+            if step % cfg.validation.every == 0 or step in (s.compress_steps, total):
+                validation(phase)
+            stop.at_boundary(step, step % cfg.train.checkpoint_every == 0 or step == total, checkpoint)
 
     folder = out / "student"
     if is_main_process():

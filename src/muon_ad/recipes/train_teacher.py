@@ -146,46 +146,42 @@ def train_teacher(cfg: TrainTeacherConfig, on_step: Callable[[int], None] | None
     logger = MetricLogger(out, {"log.csv": ["step", "phase", "loss", "lr", "seconds"]}, fresh=step == 0)
     bar = progress_bar(total, step, "train-teacher")
     start = time.time()
-    with GracefulStop() as stop:  # around the cleanup too (see its docstring)
-        try:
-            for phase, phase_steps in (("vae", range(cfg.train.vae_steps)), ("unet", range(cfg.train.vae_steps, total))):
-                if step >= phase_steps.stop:
-                    continue
-                run = _vae_phase if phase == "vae" else _unet_phase
-                optimizer, step_fn = run(cfg, teacher, bank, ema, state)
-                schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(cfg.train.warmup_steps,
-                                                                                       len(phase_steps)))
-                if state is not None and state.get("phase") == phase:
-                    optimizer.load_state_dict(state["optimizer"])
-                    schedule.load_state_dict(state["schedule"])
-                    if phase == "unet":
-                        ema.load_state_dict(state["ema"])
-                state = None
+    with GracefulStop(closing=(bar, logger)) as stop:
+        for phase, phase_steps in (("vae", range(cfg.train.vae_steps)), ("unet", range(cfg.train.vae_steps, total))):
+            if step >= phase_steps.stop:
+                continue
+            run = _vae_phase if phase == "vae" else _unet_phase
+            optimizer, step_fn = run(cfg, teacher, bank, ema, state)
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(cfg.train.warmup_steps,
+                                                                                   len(phase_steps)))
+            if state is not None and state.get("phase") == phase:
+                optimizer.load_state_dict(state["optimizer"])
+                schedule.load_state_dict(state["schedule"])
+                if phase == "unet":
+                    ema.load_state_dict(state["ema"])
+            state = None
 
-                def checkpoint() -> None:
-                    extra = {"ema": ema.state_dict()} if phase == "unet" else {}
-                    save_checkpoint(out, step, models, {"phase": phase, "optimizer": optimizer.state_dict(),
-                                                         "schedule": schedule.state_dict(), "rng": rng_state(),
-                                                         "guard": guard.state_dict(),
-                                                         "scaling_factor": teacher.vae.config.scaling_factor, **extra})
+            def checkpoint() -> None:
+                extra = {"ema": ema.state_dict()} if phase == "unet" else {}
+                save_checkpoint(out, step, models, {"phase": phase, "optimizer": optimizer.state_dict(),
+                                                     "schedule": schedule.state_dict(), "rng": rng_state(),
+                                                     "guard": guard.state_dict(),
+                                                     "scaling_factor": teacher.vae.config.scaling_factor, **extra})
 
-                while step < phase_steps.stop:
-                    loss, finite = step_fn()
-                    schedule.step()
-                    step += 1
-                    guard.observe(step, finite)
-                    logger.log("log.csv", {"step": step, "phase": phase, "loss": loss, "lr": schedule.get_last_lr()[0],
-                                           "seconds": time.time() - start}, step, scalars=("loss", "lr"),
-                               tag=f"train/{phase}")
-                    bar.set_postfix(phase=phase, loss=f"{loss:.4f}")
-                    bar.update()
-                    if on_step is not None:
-                        on_step(step)
-                    stop.at_boundary(step, step % cfg.train.checkpoint_every == 0 or step == phase_steps.stop,
-                                     checkpoint)
-        finally:
-            bar.close()
-            logger.close()
+            while step < phase_steps.stop:
+                loss, finite = step_fn()
+                schedule.step()
+                step += 1
+                guard.observe(step, finite)
+                logger.log("log.csv", {"step": step, "phase": phase, "loss": loss, "lr": schedule.get_last_lr()[0],
+                                       "seconds": time.time() - start}, step, scalars=("loss", "lr"),
+                           tag=f"train/{phase}")
+                bar.set_postfix(phase=phase, loss=f"{loss:.4f}")
+                bar.update()
+                if on_step is not None:
+                    on_step(step)
+                stop.at_boundary(step, step % cfg.train.checkpoint_every == 0 or step == phase_steps.stop,
+                                 checkpoint)
 
     ema.copy_to(teacher.unet.parameters())
     final = save_teacher(teacher, out / "teacher")

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from tqdm.auto import tqdm
 
@@ -72,18 +72,25 @@ class LineProgress:
         print(f"{self.desc}: {done} ({rate:.2f} {self.unit}/s){extra}", file=self.stream, flush=True)
 
 
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
 class GracefulStop:
     """While active, Ctrl-C (SIGINT) and SIGTERM only ask the loop to stop: it finishes the step it is in, saves
     a checkpoint at that boundary and raises KeyboardInterrupt. A signal that interrupted the step itself would
     leave the RNG (and perhaps the optimizer) advanced by half a step, and the resumed run would differ. A
-    second signal stops at once, saving nothing (the last checkpoint stays the resume point). Enter it around the
-    loop's cleanup as well (closing logs takes a while): torchrun SIGTERMs the other ranks as soon as one dies, and
-    under the default handler that signal would kill rank 0 while it closes its logs, before it can say why."""
+    second signal stops at once, saving nothing (the last checkpoint stays the resume point).
+
+    `closing`: what the loop must close however it ends (progress bar, logs), closed on exit while the handlers
+    are still in place: torchrun SIGTERMs the other ranks as soon as one dies, and under the default handler that
+    signal killed rank 0 while it closed its logs (TensorBoard's writer takes a while), before it could say why."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
+    def __init__(self, closing: Iterable[Closable] = ()) -> None:
         self.requested = False
+        self.closing = list(closing)
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> GracefulStop:
@@ -92,8 +99,12 @@ class GracefulStop:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
+        try:
+            for thing in self.closing:
+                thing.close()
+        finally:
+            for s, handler in self._previous.items():
+                signal.signal(s, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:
