@@ -30,7 +30,7 @@ import torch
 
 from muon_ad.bench import distill_convergence
 from muon_ad.bench.common import BenchOutput, median, require_teacher, sample_pair
-from muon_ad.compress.prune import EDGE_ATTENTION_BLOCKS, EDGE_KEEP
+from muon_ad.compress.prune import EDGE_ATTENTION_BLOCKS, EDGE_FINETUNE_STEPS, EDGE_KEEP
 from muon_ad.data.images import save_image_atomic, to_tensor
 from muon_ad.eval import compute_fid, ssim
 from muon_ad.eval.profile import count_flops, count_parameters, interleaved_ms
@@ -60,7 +60,7 @@ class Settings:
 
 # The recipe's student; its style-strength scale is AD with Adam at 100 steps (the published 200 cost ~2x the
 # bench on a shared machine), on the recipe's 16 held-out labelled pairs.
-FULL = Settings(finetune_steps=200, student=replace(distill_convergence.RECIPE, ad_steps=100))
+FULL = Settings(finetune_steps=EDGE_FINETUNE_STEPS, student=replace(distill_convergence.RECIPE, ad_steps=100))
 QUICK = Settings(finetune_steps=4, latency_repeats=3, grid_pairs=4, student=distill_convergence.QUICK)
 
 

@@ -12,12 +12,17 @@ pruned + int8 edge student, on the same images in one run.
   Every calibration method (minmax / percentile / entropy), with and without reduce_range, is scored the same way.
 - The do-nothing baseline: the content image itself scored against the fp32 output (`ssim_identity_vs_fp32`),
   so the SSIM figures are seen to be far above what a student that changes nothing gets.
+- The edge student's quality: its int8 images vs its own fp32 torch images (`ssim_vs_fp32_edge`), beside the content
+  scored the same way (`ssim_identity_vs_fp32_edge`); what pruning costs is `bench prune`'s.
+- Pictures: bench-results/quant[-quick]-samples.png, six held-out pairs through every student above.
 
 Students: the trained one (`runs/stylize-cpu/student`) and its QAT twin (`runs/stylize-cpu-qat/student`:
 `muon-ad distill configs/stylize-cpu.yaml curriculum.joint_optimisation.qat=true train.out_dir=runs/stylize-cpu-qat`).
 Without a trained student, a fresh one with a random head (a fresh head is zero: the identity map, nothing to lose).
-Pruning: `compress.prune.prune_student` at the edge path's EDGE_KEEP and EDGE_ATTENTION_BLOCKS (entropy criterion),
-then the same int8 export.
+The edge student is the trained one through the edge path as a user runs it: `muon-ad prune` (`recipes.compress.prune`)
+at EDGE_KEEP and EDGE_ATTENTION_BLOCKS, entropy criterion, with EDGE_FINETUNE_STEPS of recovery fine-tune on its run's
+AD-target bank (`--quick`: 4), then the same int8 export. A fresh student has no run to fine-tune on: it is pruned only.
+`bench realtime` and `bench memory` time the pruned student without its fine-tune (the same graph, other weights).
 """
 
 from __future__ import annotations
@@ -29,16 +34,20 @@ import torch
 
 from muon_ad import DEFAULT_DISTILL_DIR
 from muon_ad.bench.common import SEED, BenchOutput, median, trained_student
-from muon_ad.compress.prune import EDGE_ATTENTION_BLOCKS, EDGE_KEEP, prune_student
+from muon_ad.compress.prune import EDGE_ATTENTION_BLOCKS, EDGE_FINETUNE_STEPS, EDGE_KEEP, prune_student
 from muon_ad.compress.quant import CALIBRATION_METHODS, calibration_pairs, has_vnni
 from muon_ad.eval.profile import BLOCK, interleaved_ms
 from muon_ad.eval.quality import ssim
+from muon_ad.data.images import save_image_atomic
 from muon_ad.export.onnx import MODEL
 from muon_ad.models.student import Student, StudentConfig, load_student
+from muon_ad.recipes.compress import prune
 from muon_ad.recipes.export import export_student
 from muon_ad.runtime.backends import OnnxStudent, StudentBackend, TorchStudent, encode_style, run_student
+from muon_ad.visual import image_grid
 
 QAT_STUDENT = Path(f"{DEFAULT_DISTILL_DIR}-qat") / "student"
+QAT_INT8 = "QAT student int8"  # its row in the samples
 
 
 def bench_student(path: Path | None) -> tuple[Student, str]:
@@ -57,10 +66,18 @@ def images(backend: StudentBackend, contents: torch.Tensor, styles: torch.Tensor
 
 def edge_student(student: Student, contents: torch.Tensor, styles: torch.Tensor) -> tuple[Student, str]:
     """The student pruned to EDGE_KEEP of its channels and EDGE_ATTENTION_BLOCKS transformer blocks by the entropy
-    criterion (no recovery fine-tune: `bench prune` measures that), and what it is."""
+    criterion, without a recovery fine-tune (its graph, for timing), and what it is."""
     batches = [(contents[i : i + 8], styles[i : i + 8]) for i in range(0, len(contents), 8)]
     return (prune_student(student, EDGE_KEEP, batches, "entropy", EDGE_ATTENTION_BLOCKS),
             f"prune_student keep {EDGE_KEEP}, {EDGE_ATTENTION_BLOCKS} transformer block(s), entropy, no fine-tune")
+
+
+def finetuned_edge_student(student_path: Path, steps: int, root: Path) -> tuple[Student, str]:
+    """The trained student at `student_path` through `muon-ad prune` at the edge path's setting with `steps` of
+    recovery fine-tune, and what it is."""
+    folder = prune(student_path, EDGE_KEEP, root / "pruned", "entropy", steps, attention_blocks=EDGE_ATTENTION_BLOCKS)
+    return load_student(folder), (f"muon-ad prune --keep {EDGE_KEEP} --attention-blocks {EDGE_ATTENTION_BLOCKS} "
+                                  f"--criterion entropy --finetune-steps {steps}")
 
 
 def int8_exports(student: Student, root: Path, calibration: int, size: int) -> tuple[Path, Path]:
@@ -85,16 +102,16 @@ def deployed_students(student_path: Path | None, root: Path, size: int, calibrat
 
 
 def measure(student_path: Path | None, qat_path: Path | None, resolution: int, calibration: int, repeats: int,
-            root: Path) -> BenchOutput:
+            finetune_steps: int, root: Path, samples: Path) -> BenchOutput:
     threads = torch.get_num_threads()
     student, described = bench_student(student_path)
     contents, styles = calibration_pairs(calibration + 16, resolution, seed=SEED)
     held_contents, held_styles = contents[-16:], styles[-16:]
     fp32_dir, int8_dir = int8_exports(student, root / "ptq", calibration, resolution)
     torch_fp32, ort_fp32, ort_int8 = TorchStudent(student), OnnxStudent(fp32_dir, threads), OnnxStudent(int8_dir, threads)
-    reference = images(torch_fp32, held_contents, held_styles)
+    reference, int8_images = (images(b, held_contents, held_styles) for b in (torch_fp32, ort_int8))
     metrics: dict[str, float | None] = {
-        "ssim_vs_fp32": ssim(images(ort_int8, held_contents, held_styles), reference),
+        "ssim_vs_fp32": ssim(int8_images, reference),
         "ssim_fp32_ort_vs_torch": ssim(images(ort_fp32, held_contents, held_styles), reference),
         "ssim_identity_vs_fp32": ssim(held_contents, reference),
         "size_ratio": (int8_dir / MODEL).stat().st_size / (fp32_dir / MODEL).stat().st_size,
@@ -110,14 +127,20 @@ def measure(student_path: Path | None, qat_path: Path | None, resolution: int, c
     metrics.update({f"ssim_vs_fp32_{name}": value for name, value in methods.items()})
     best = max(methods, key=methods.get)
 
-    # Latency: one frame at the resolution, the backends interleaved repeat by repeat.
-    backends = {"torch_fp32": torch_fp32, "ort_fp32": ort_fp32, "ort_int8": ort_int8}
     notes = {}
-    edge, notes["edge"] = edge_student(student, contents[:calibration], styles[:calibration])
+    edge, notes["edge"] = (finetuned_edge_student(student_path, finetune_steps, root / "edge") if student_path
+                           else edge_student(student, contents[:calibration], styles[:calibration]))
     _, edge_int8 = int8_exports(edge, root / "edge", calibration, resolution)
-    backends["edge_int8"] = OnnxStudent(edge_int8, threads)
+    backends = {"torch_fp32": torch_fp32, "ort_fp32": ort_fp32, "ort_int8": ort_int8,
+                "edge_int8": OnnxStudent(edge_int8, threads)}
     metrics["edge_size_ratio"] = (edge_int8 / MODEL).stat().st_size / (fp32_dir / MODEL).stat().st_size
-    metrics["ssim_vs_fp32_edge"] = ssim(images(backends["edge_int8"], held_contents, held_styles), reference)
+    outputs = {"torch fp32": reference, "int8 (PTQ)": int8_images,
+               "edge fp32 (pruned)": images(TorchStudent(edge), held_contents, held_styles),
+               "edge int8": images(backends["edge_int8"], held_contents, held_styles)}
+    metrics["ssim_vs_fp32_edge"] = ssim(outputs["edge int8"], outputs["edge fp32 (pruned)"])
+    metrics["ssim_identity_vs_fp32_edge"] = ssim(held_contents, outputs["edge fp32 (pruned)"])
+
+    # Latency: one frame at the resolution, the backends interleaved block by block.
     frame, codes = held_contents[:1], {name: encode_style(b, held_styles[0]) for name, b in backends.items()}
     calls = {name: (lambda b=backend, c=codes[name]: run_student(b, frame, c)) for name, backend in backends.items()}
     times = interleaved_ms(calls, repeats)
@@ -133,17 +156,22 @@ def measure(student_path: Path | None, qat_path: Path | None, resolution: int, c
         qat = load_student(qat_path)
         _, qat_int8 = int8_exports(qat, root / "qat", calibration, resolution)
         qat_reference = images(TorchStudent(qat), held_contents, held_styles)
-        metrics["ssim_vs_fp32_qat"] = ssim(images(OnnxStudent(qat_int8, threads), held_contents, held_styles), qat_reference)
-        metrics["ssim_qat_int8_vs_plain_fp32"] = ssim(images(OnnxStudent(qat_int8, threads), held_contents, held_styles), reference)
+        outputs[QAT_INT8] = images(OnnxStudent(qat_int8, threads), held_contents, held_styles)
+        metrics["ssim_vs_fp32_qat"] = ssim(outputs[QAT_INT8], qat_reference)
+        metrics["ssim_qat_int8_vs_plain_fp32"] = ssim(outputs[QAT_INT8], reference)
     else:
         notes["qat"] = f"no QAT-trained student at {QAT_STUDENT} (see the module docstring for the command)"
     metrics["resolution"] = resolution
+    n = 6
+    tiles = torch.cat([held_contents[:n], held_styles[:n], *(batch[:n] for batch in outputs.values())])
+    labels = ["content"] * n + ["style"] * n + [name for name in outputs for _ in range(n)]
+    save_image_atomic(image_grid(tiles, labels, ncols=n, scale=1), samples)
     config = {"student": described, "qat_student": str(qat_path) if qat_path else None, "resolution": resolution,
               "threads": threads, "calibration_pairs": calibration, "calibration_size": resolution, "held_out_pairs": 16,
               "calibration_method_export": "percentile", "best_calibration_method": best,
               "cpu_has_vnni": has_vnni(), "reduce_range_export": not has_vnni(), "quantised_ops": "Conv, all but the stem's conv of the image",
               "repeats": repeats, "timing": f"blocks of {BLOCK} frames, taking turns", "edge_keep": EDGE_KEEP,
-              "edge_attention_blocks": EDGE_ATTENTION_BLOCKS, "notes": notes}
+              "edge_attention_blocks": EDGE_ATTENTION_BLOCKS, "samples": str(samples), "notes": notes}
     baseline = (f"the fp32 torch student (and its fp32 ONNX Runtime export) at {resolution} px, {threads} thread(s), "
                 "same frames; quality vs the fp32 torch student's images on 16 held-out built-in pairs")
     return BenchOutput(config=config, metrics=metrics, baseline=baseline, repeats=times)
@@ -152,4 +180,6 @@ def measure(student_path: Path | None, qat_path: Path | None, resolution: int, c
 def run(quick: bool, device: str) -> BenchOutput:
     with tempfile.TemporaryDirectory(prefix="bench-quant-") as root:
         return measure(trained_student(), QAT_STUDENT if (QAT_STUDENT / "config.json").is_file() else None,
-                       128 if quick else 256, 32 if quick else 256, 5 if quick else 30, Path(root))
+                       128 if quick else 256, 32 if quick else 256, 5 if quick else 30,
+                       4 if quick else EDGE_FINETUNE_STEPS, Path(root),
+                       Path("bench-results") / f"quant{'-quick' if quick else ''}-samples.png")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from muon_ad.bench import ad_convergence, distill_convergence
-from muon_ad.compress.prune import EDGE_ATTENTION_BLOCKS, EDGE_KEEP
+from muon_ad.compress.prune import EDGE_ATTENTION_BLOCKS, EDGE_FINETUNE_STEPS, EDGE_KEEP
 
 TEACHER_CONFIG = "configs/teacher-tiny.yaml"
 T2I_CONFIG = "configs/t2i-tiny.yaml"
@@ -31,7 +31,7 @@ class DemoSettings:
     t2i_overrides: list[str] = field(default_factory=list)  # applied to configs/t2i-tiny.yaml (the t2i stage)
     edge_keep: float = EDGE_KEEP  # the edge stage: channels and heads the pruned student keeps (bench prune's setting)
     edge_attention_blocks: int | None = EDGE_ATTENTION_BLOCKS  # and its transformer blocks (None: all)
-    edge_finetune_steps: int = 200  # its recovery fine-tune on the run's AD-target bank
+    edge_finetune_steps: int = EDGE_FINETUNE_STEPS  # its recovery fine-tune on the run's AD-target bank
     edge_calibration: int = 64  # (content, style) pairs the int8 export is calibrated on
 
 
