@@ -50,7 +50,7 @@ class TorchStudent:
     """A trained `Student` in torch: the style code is its style tokens. On the CPU it runs a channels-last copy
     (the caller's student is left as it is): oneDNN's convolutions then take their weights and activations without
     reordering them every call. Measured (2-vCPU VM, 2 threads, 256 px, four interleaved runs of a one-off script,
-    README "Measured results"): the CPU-preset student +2 to −21 % of its time, the edge-pruned one −13 to −37 %;
+    docs/measurements.md): the CPU-preset student +2 to −21 % of its time, the edge-pruned one −13 to −37 %;
     a channels-last input alone (weights as they were) was no faster. Not measured on a GPU, so there the student
     runs as given."""
 
