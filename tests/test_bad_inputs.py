@@ -119,6 +119,10 @@ CASES = [
     ([*STREAM, "--skip-threshold", "nan"], "--skip-threshold must be"),
     ([*STREAM, "--device", "tpu"], "--device must be one of cpu, cuda"),
     ([*STREAM, "--out", "/proc/frames"], "cannot write in /proc"),
+    ([*STREAM, "--out", "{tmp}/file"], "file: is a file; give a folder"),
+    ([*STREAM, "--out", "{tmp}/mine"], "mine: holds files that are not an earlier output of this command"),
+    ([*STREAM, "--out", "{tmp}/frame.png"], "a stream is written as a folder of frames or a video"),
+    ([*STREAM, "--out", "{tmp}/mine.gif"], "mine.gif: is a folder; a video goes to a file"),
     (["stream", "--student", "{tmp}/bad-student", "--style", "{tmp}/style.png"], "must be one of 'cross_attention'"),
     (["stream", "--student", "{tmp}/bad-student", "--style", "{tmp}/no-style.png"], "no-style.png: unreadable image"),
     # export
@@ -128,10 +132,13 @@ CASES = [
     (["export", "{tmp}/file", "--precision", "int8", "--calibration", "0", "--out", "{tmp}/exported"], "--calibration must be"),
     (["export", "{tmp}/file", "--calibration-method", "kl", "--out", "{tmp}/exported"], "--calibration-method must be one of"),
     (["export", "{tmp}/file", "--out", "/proc/exported"], "cannot write in /proc"),
+    (["export", "{tmp}/no-student", "--out", "{tmp}/file"], "file: is a file; give a folder"),
+    (["export", "{tmp}/no-student", "--out", "{tmp}/mine"], "(no export.json), and the folder would be replaced whole"),
     (["export", "{tmp}/file"], "Missing option '--out'"),
     # profile
     (["profile", "{tmp}/file"], "not an exported student folder"),
     (["profile", "{tmp}/file", "--size", "0"], "--size must be"),
+    (["profile", "{tmp}/file", "--size", "9000"], "--size must be a finite number in [1, 8192], got 9000"),
     (["profile", "{tmp}/file", "--top", "0"], "--top must be"),
     (["profile", "{tmp}/file", "--repeats", "0"], "--repeats must be"),
     (["profile", "{tmp}/file", "--threads", "0"], "--threads must be"),
@@ -151,6 +158,8 @@ CASES = [
     (["prune", "{tmp}/no-student", "--keep", "0.5", "--attention-blocks", "0", "--out", "{tmp}/run/p"],
      "--attention-blocks must be a finite number ≥ 1, got 0"),
     (["prune", "{tmp}/no-student", "--keep", "0.5", "--out", "/proc/p"], "cannot write in /proc"),
+    (["prune", "{tmp}/no-student", "--keep", "0.5", "--out", "{tmp}/file"], "file: is a file; give a folder"),
+    (["prune", "{tmp}/no-student", "--keep", "0.5", "--out", "{tmp}/mine"], "(no config.json), and the folder would"),
     (["prune", "{tmp}/bad-student", "--keep", "0.5", "--out", "{tmp}/run/p"], "must be one of 'cross_attention'"),
     # ui
     (["ui", "--port", "0"], "--port must be a finite number in [1, 65535], got 0"),
@@ -161,11 +170,15 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """Bad files to point at: an image given as a config, a regular file used as a folder, student folders whose
+    """Bad files to point at: an image given as a config, a regular file used as a folder, folders of the user's own
+    files given as an output, student folders whose
     config.json has an unknown style_injection or asks for ~40 GB."""
     tmp = tmp_path_factory.mktemp("bad")
     (tmp / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
     (tmp / "file").write_text("a regular file")
+    for mine in ("mine", "mine.gif"):  # a user's own folders: an output must never replace them
+        (tmp / mine).mkdir()
+        (tmp / mine / "notes.txt").write_text("the user's own file")
     Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp / "style.png")
     for name, config in (("bad-student", {"style_injection": "film"}), ("huge-student", {"base_channels": 20000})):
         (tmp / name).mkdir()
@@ -185,6 +198,7 @@ def test_a_bad_input_is_one_line_and_exit_2(folder, tmp_path, monkeypatch, capsy
     assert len(err.strip().splitlines()) == 1 and err.startswith("muon-ad: error: "), err
     assert message in err, err
     assert not list(tmp_path.iterdir()) and not (folder / "run").exists()  # refused before any work
+    assert all((folder / mine / "notes.txt").is_file() for mine in ("mine", "mine.gif"))
 
 
 def test_the_table_covers_every_command():

@@ -1,6 +1,7 @@
 """Pruning: masks that equal removal, physical compaction, saving without pickle, the runtime path."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -133,3 +134,33 @@ def test_prune_command_writes_a_compacted_student_the_runtime_loads(student, tmp
     assert small.student.widths is not None
     assert small.student.stem[1].out_channels < CFG.base_channels
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p", "run"]  # no fine-tune run folder without --finetune-steps
+
+
+def test_a_rerun_with_another_pruning_never_resumes_the_earlier_fine_tune(student, tmp_path):
+    from muon_ad.models.student import save_student
+    from muon_ad.recipes.compress import PRUNING, check_finetune_folder, prune
+
+    source = save_student(student, tmp_path / "run" / "student")
+    run = tmp_path / "p-finetune"
+    run.mkdir()
+    earlier = {"student": str(source.resolve()), "keep": 0.5, "criterion": "entropy", "attention_blocks": None}
+    (run / PRUNING).write_text(json.dumps(earlier))
+    check_finetune_folder(run, dict(earlier))  # the same pruning resumes
+    with pytest.raises(UserError, match=r"p-finetune is the fine-tune of another pruning .*delete it"):
+        prune(source, 0.3, tmp_path / "p", finetune_steps=5)  # refused before pruning: no teacher is needed
+    assert not (tmp_path / "p").exists()
+
+
+def test_an_output_folder_of_the_users_own_files_is_never_replaced(student, tmp_path):
+    from muon_ad.models.student import save_student
+    from muon_ad.recipes.compress import prune
+
+    source = save_student(student, tmp_path / "run" / "student")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="holds files that are not an earlier output"):
+        prune(source, 0.6, mine)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    first = prune(source, 0.6, tmp_path / "p")
+    assert prune(source, 0.5, first) == first  # an earlier output of the command is replaced

@@ -68,6 +68,18 @@ def writable_output(name: str, path: str | os.PathLike) -> None:
         raise UserError(f"{name} {path}: cannot write in {parent}")
 
 
+def replaceable_folder(name: str, path: str | os.PathLike, marker: str) -> None:
+    """`path`, a folder a command writes whole (a previous one is replaced), can be written without destroying
+    anything else: it is new, empty, or a previous output of the command (it holds `marker`); never a file."""
+    writable_output(name, path)
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{name} {path}: is a file; give a folder (the output is a folder)")
+    if path.is_dir() and not (path / marker).exists() and any(path.iterdir()):
+        raise UserError(f"{name} {path}: holds files that are not an earlier output of this command (no {marker}), "
+                        "and the folder would be replaced whole; choose a new or empty folder")
+
+
 def fits_memory(what: str, nbytes: float, share: float = 0.8) -> None:
     """Refuse a request whose estimated memory exceeds `share` of this machine's RAM, before allocating it."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

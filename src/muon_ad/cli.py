@@ -465,7 +465,9 @@ def stream_command(
     checks.within("--size", size, 8)
     checks.fits_memory(f"--size {size}", STUDENT_BYTES_PER_PIXEL * size * size)
     if out is not None:
-        checks.writable_output("--out", out)
+        from muon_ad.runtime import check_frame_output
+
+        check_frame_output(out)
     if source_spec != "synthetic" and not Path(source_spec).exists():
         raise UserError(f"--input {source_spec}: not found (give 'synthetic', a folder of frames or a video file)")
     checks.image_file("--style", style)
@@ -582,13 +584,12 @@ def export_command(
 
     from muon_ad.recipes.export import export_student
 
-    checks.writable_output("--out", out)
     folder = export_student(
         student, out, precision, calibration, calibration_method, reduce_range,
         content="folder" if calibration_content else "scenes", content_path=calibration_content and str(calibration_content),
         style="folder" if calibration_style else "textures", style_path=calibration_style and str(calibration_style))
     report = json.loads((folder / "report.json").read_text())
-    typer.echo(f"wrote {folder} ({precision}): parity max abs diff {report['parity']['max_abs_diff']:.2e}, "
+    typer.echo(f"wrote {folder} ({precision}): fp32 graphs vs torch max abs diff {report['parity']['max_abs_diff']:.2e}, "
                f"SSIM vs torch fp32 {report['quality']['ssim_vs_fp32']:.4f}, model.onnx {report['files_mb']['model.onnx']:.2f} MB")
 
 
@@ -604,8 +605,11 @@ def profile_command(
     ONNX Runtime's kernel time by op type and by node (its profiler, the first run left out)."""
     from muon_ad.eval.onnx_profile import profile_exports
 
+    from muon_ad.export.onnx import MAX_SIDE
+
     for value in size:
-        checks.within("--size", value, 1)
+        checks.within("--size", value, 1, MAX_SIDE)
+        checks.fits_memory(f"--size {value}", STUDENT_BYTES_PER_PIXEL * value * value)
     checks.within("--top", top, 1)
     checks.within("--repeats", repeats, 1)
     if threads is not None:  # 0 would silently mean ORT's default

@@ -11,6 +11,7 @@ distillation run.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -19,12 +20,14 @@ from muon_ad.compress.prune import check_keep_rate, prune_student, save_pruned, 
 from muon_ad.config import load_config
 from muon_ad.distill.curriculum import PhaseConfig
 from muon_ad.errors import UserError
+from muon_ad.io import write_text_atomic
 from muon_ad.eval.stylization import builtin_pairs
 from muon_ad.models.student import Student, load_student
 from muon_ad.recipes.distill import DistillConfig, distill
 
 log = logging.getLogger("muon_ad.compress")
 
+PRUNING = "pruning.json"  # in OUT-finetune: which pruning it fine-tunes (a rerun with other settings must not resume it)
 SCORING_SEED = 77  # the pairs heads and channels are scored on: not the teacher's (0), the styles' (1), eval's (4242)
 
 
@@ -57,6 +60,15 @@ def finetune_config(student_folder: Path, steps: int, out_dir: Path, config: Pat
     return cfg
 
 
+def check_finetune_folder(run: Path, pruning: dict) -> None:
+    """A fine-tune folder left by an earlier `prune --out` resumes only for the same pruning (its PRUNING file):
+    another pruning's checkpoints hold other widths, and their weights would not be this student's."""
+    recorded = run / PRUNING
+    if recorded.is_file() and json.loads(recorded.read_text()) != pruning:
+        raise UserError(f"{run} is the fine-tune of another pruning ({recorded.read_text().strip()}); "
+                        "delete it to fine-tune this one, or choose another --out")
+
+
 def prune(student_folder: str | Path, keep: float, out: str | Path, criterion: str = "entropy",
           finetune_steps: int = 0, config: Path | None = None, attention_blocks: int | None = None) -> Path:
     """Prune, compact (and fine-tune) the student at `student_folder`, keeping `attention_blocks` of its transformer
@@ -67,14 +79,19 @@ def prune(student_folder: str | Path, keep: float, out: str | Path, criterion: s
     if attention_blocks is not None:
         checks.within("--attention-blocks", attention_blocks, 1)  # its upper bound needs the student
     out = Path(out)
-    checks.writable_output("--out", out)
+    checks.replaceable_folder("--out", out, "config.json")
+    run = out.with_name(f"{out.name}-finetune")
+    if finetune_steps:
+        check_finetune_folder(run, pruning := {"student": str(Path(student_folder).resolve()), "keep": keep,
+                                               "criterion": criterion, "attention_blocks": attention_blocks})
     student = load_student(student_folder)
     small = prune_student(student, keep, scoring_batches(student), criterion, attention_blocks)
     log.info("pruned to keep %.2f (%s), transformer blocks %s: %d -> %d parameters", keep, criterion,
              ", ".join(transformer_blocks(small)),
              sum(p.numel() for p in student.parameters()), sum(p.numel() for p in small.parameters()))
     if finetune_steps:
-        run = out.with_name(f"{out.name}-finetune")
         cfg = finetune_config(Path(student_folder), finetune_steps, run, config)
+        run.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run / PRUNING, json.dumps(pruning))
         small = load_student(distill(cfg, init=small))
     return save_pruned(small, out)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from muon_ad.checks import one_of, within
+from muon_ad.checks import one_of, replaceable_folder, within
 from muon_ad.compress.quant import CALIBRATION_METHODS, calibration_feeds, calibration_pairs, has_vnni, quantize_int8
 from muon_ad.eval.quality import ssim
 from muon_ad.export.onnx import CONFIG, MAX_SIDE, MODEL, STYLE, export_onnx, graph_parity, to_fp16
@@ -48,6 +48,7 @@ def export_student(
     `calibration` (content, style) pairs of `size` px from the distillation data sources. `reuse`: an fp32 export
     folder of this same student, whose graphs are copied instead of exported again (the exporter takes tens of
     seconds; their parity with this student is measured all the same). Returns `out`."""
+    replaceable_folder("--out", out, CONFIG)
     one_of("--precision", precision, PRECISIONS)
     one_of("--calibration-method", method, CALIBRATION_METHODS)
     within("--calibration", calibration, 1)
@@ -80,7 +81,8 @@ def export_student(
         config = {"format": "muon-ad-onnx", "precision": precision, "multiple": model.config.downsampling,
                   "style_size": model.config.style_size, "max_side": MAX_SIDE, "inputs": {
                       "model.onnx": ["content (B,3,H,W)", "tokens (B,T,D)"], "style.onnx": ["style (B,3,s,s)"]},
-                  "style_preprocessing": STYLE_PREPROCESSING, "student": asdict(model.config)}
+                  "style_preprocessing": STYLE_PREPROCESSING, "student": asdict(model.config),
+                  "widths": model.widths}  # a compacted student's per-layer widths (None: the config's own)
         (folder / CONFIG).write_text(json.dumps(config, indent=2))
         report["quality"] = export_quality(model, OnnxStudent(folder, threads=1), contents[-QUALITY_PAIRS:],
                                            styles[-QUALITY_PAIRS:])

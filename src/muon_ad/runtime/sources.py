@@ -30,6 +30,7 @@ from muon_ad.data.images import (
     to_rgb,
     to_tensor,
 )
+from muon_ad import checks
 from muon_ad.data.procedural import make_scene
 from muon_ad.errors import UserError
 
@@ -122,6 +123,24 @@ def open_source(spec: str, size: int | None = None, count: int = 48, seed: int =
     raise UserError(f"--input must be 'synthetic', a folder of images or a video ({', '.join(VIDEO_EXTENSIONS)}): {spec}")
 
 
+FIRST_FRAME = "frame_00000.png"  # what marks a folder of frames `FrameWriter` wrote
+
+
+def check_frame_output(out: str | Path) -> None:
+    """`out` can take a stream, before any frame is made: a video file (not an existing folder), or a folder of
+    frames that is new, empty or an earlier stream's (it is replaced whole); an image name is neither."""
+    out = Path(out)
+    if out.suffix.lower() in VIDEO_EXTENSIONS:
+        checks.writable_output("--out", out)
+        if out.is_dir():
+            raise UserError(f"--out {out}: is a folder; a video goes to a file")
+        return
+    if is_image_file(out):
+        raise UserError(f"--out {out}: a stream is written as a folder of frames or a video "
+                        f"({', '.join(VIDEO_EXTENSIONS)}), not one image")
+    checks.replaceable_folder("--out", out, FIRST_FRAME)
+
+
 class FrameWriter:
     """Writes frames as they come: numbered PNGs into folder `out`, or one video when `out` has a video
     extension (GIF always; other containers need a video backend, see `_video_plugin`).
@@ -146,7 +165,7 @@ class FrameWriter:
 
     def write(self, frame: Tensor) -> None:
         if self._video is None:
-            save_image_atomic(frame, self.tmp / f"frame_{self.count:05d}.png")
+            save_image_atomic(frame, self.tmp / (FIRST_FRAME.replace("00000", f"{self.count:05d}")))
         else:
             self._video.write(np.asarray(to_pil(frame)), is_batch=False, **self._options)
         self.count += 1
