@@ -67,6 +67,8 @@ CASES = [
     ([*STYLIZE, "--teacher", "{tmp}/t", "--out", "/proc/x.png"], "cannot write in /proc"),
     # the input files are checked before a model loads: these give readable ones, to reach the student's config
     ([*STUDENT_STYLIZE, "--student", "{tmp}/bad-student", "--out", "{tmp}/x.png"], "must be one of 'cross_attention', 'adain'"),
+    ([*STUDENT_STYLIZE, "--student", "{tmp}/bad-student", "--steps", "5", "--tile"],
+     "--steps, --tile: options of AD synthesis, which --student does not run"),
     ([*STUDENT_STYLIZE, "--student", "{tmp}/huge-student", "--out", "{tmp}/x.png"], HUGE),
     ([*STYLIZE, "--student", "{tmp}/bad-student", "--out", "{tmp}/x.png"], "no-content.png: unreadable image (no such file)"),
     (["stylize", "-c", "{tmp}/no-content.png"], "Missing option '--style'"),

@@ -29,6 +29,7 @@ app = typer.Typer(
 )
 
 AD_OPTIMIZERS = ("adam", "muon")  # muon_ad.synthesis.OPTIMIZERS, named here so --help need not import torch
+AD_DEFAULTS = {"--optimizer": "adam", "--steps": 200, "--content-weight": 0.25}  # stylize's AD options, as published
 # The student's activations at one pixel of its input, with headroom: about 80 floats at base 32, stem stride 4.
 STUDENT_BYTES_PER_PIXEL = 200
 # AD's working short side when none is given: the content's own, capped at the teacher's training size or this,
@@ -232,17 +233,17 @@ def _save_synthesis(result, out: Path, title: str) -> None:
 def stylize_command(
     content: Path = typer.Option(..., "--content", "-c", help="Content image (resized: short side --size, aspect kept)."),
     style: Path = typer.Option(..., "--style", "-s", help="Style image (resized to the output's short side)."),
-    optimizer: str = typer.Option("adam", help="adam (published AD) or muon."),
-    steps: int = typer.Option(200, help="DDIM timesteps, one optimiser step each (published: 200)."),
+    optimizer: str = typer.Option(AD_DEFAULTS["--optimizer"], help="adam (published AD) or muon."),
+    steps: int = typer.Option(AD_DEFAULTS["--steps"], help="DDIM timesteps, one optimiser step each (published: 200)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate (default: the optimiser's, see muon_ad.synthesis.DEFAULT_LR)."),
-    content_weight: float = typer.Option(0.25, help="Weight of the content (query) loss (published: 0.25)."),
+    content_weight: float = typer.Option(AD_DEFAULTS["--content-weight"], help="Weight of the content (query) loss (published: 0.25)."),
     size: Optional[int] = typer.Option(None, help="Short side of the output in pixels, aspect kept (default: the "
                                        f"content's, at most {AD_WORKING_SIDE} px or the teacher's training size)."),
     tile: bool = typer.Option(False, "--tile", help="Seamless tiling (circular padding in the UNet and VAE decoder)."),
     content_mask: Optional[Path] = typer.Option(None, help="Label image for the content: a colour draws only on the same colour of --style-mask."),
     style_mask: Optional[Path] = typer.Option(None, help="Label image for the style (with --content-mask)."),
     teacher: Optional[str] = TeacherOption,
-    student: Optional[Path] = typer.Option(None, help="A distilled student folder (muon-ad distill) or exported .onnx: one forward pass, milliseconds, instead of AD."),
+    student: Optional[Path] = typer.Option(None, help="A student folder (muon-ad distill or prune) or an export folder (muon-ad export): one forward pass, milliseconds, instead of AD; the AD options do not apply."),
     out: Path = typer.Option(Path("stylized.png"), help="Output PNG; the loss curve goes next to it (.loss.csv, .loss.png)."),
 ) -> None:
     """Style transfer by attention distillation: optimise the content latent toward the style's attention."""
@@ -250,6 +251,10 @@ def stylize_command(
     if size is not None:
         checks.within("--size", size, 1)
     if student is not None:
+        given = {"--optimizer": optimizer, "--steps": steps, "--content-weight": content_weight, "--lr": lr,
+                 "--tile": tile or None, "--content-mask": content_mask, "--style-mask": style_mask, "--teacher": teacher}
+        if ad_only := [name for name, value in given.items() if value is not None and value != AD_DEFAULTS.get(name)]:
+            raise UserError(f"{', '.join(ad_only)}: options of AD synthesis, which --student does not run")
         _stylize_with_student(_student_folder(str(student)), content, style, size, out)
         return
     if (content_mask is None) != (style_mask is None):
