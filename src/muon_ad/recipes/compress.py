@@ -81,9 +81,10 @@ def prune(student_folder: str | Path, keep: float, out: str | Path, criterion: s
     out = Path(out)
     checks.replaceable_folder("--out", out, "config.json")
     run = out.with_name(f"{out.name}-finetune")
+    pruning = {"student": str(Path(student_folder).resolve()), "keep": keep, "criterion": criterion,
+               "attention_blocks": attention_blocks}
     if finetune_steps:
-        check_finetune_folder(run, pruning := {"student": str(Path(student_folder).resolve()), "keep": keep,
-                                               "criterion": criterion, "attention_blocks": attention_blocks})
+        check_finetune_folder(run, pruning)
     student = load_student(student_folder)
     small = prune_student(student, keep, scoring_batches(student), criterion, attention_blocks)
     log.info("pruned to keep %.2f (%s), transformer blocks %s: %d -> %d parameters", keep, criterion,
