@@ -1,6 +1,7 @@
 import csv
 import logging
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -139,6 +140,10 @@ def test_a_run_on_ad_targets_makes_its_banks_once_and_validates_on_them(teacher,
     cfg.train.out_dir, cfg.distill.target_path = str(tmp_path / "again"), str(tmp_path / "run" / "ad-targets.safetensors")
     distill(cfg)
     assert (tmp_path / "run" / "ad-targets.safetensors").stat().st_mtime_ns == stamp  # shared, not remade
+    copy = shutil.copytree(cfg.train.teacher, tmp_path / "teacher-copy", copy_function=shutil.copyfile)  # new mtimes
+    cfg.train.out_dir, cfg.train.teacher = str(tmp_path / "copied"), str(copy)
+    distill(cfg)
+    assert (tmp_path / "run" / "ad-targets.safetensors").stat().st_mtime_ns == stamp  # the same teacher by its bytes
 
 
 def test_a_run_with_nothing_to_train_is_refused(teacher, tmp_path):

@@ -104,6 +104,15 @@ def checksum_problem(folder: str | os.PathLike, required: Iterable[str] = ()) ->
     return None
 
 
+def folder_fingerprint(folder: str | os.PathLike) -> str:
+    """SHA-256 over every file of `folder` (relative names and contents): the same bytes wherever the folder is
+    copied to, and whenever, unlike its path or modification times."""
+    folder, digest = Path(folder), hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(folder).as_posix()}\0{_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
 def _sha256(file: Path) -> str:
     digest = hashlib.sha256()
     with file.open("rb") as f:

@@ -59,6 +59,7 @@ from muon_ad.distill import (
 )
 from muon_ad.distill.targets import TargetBank, build_target_bank, training_pairs
 from muon_ad.errors import UserError
+from muon_ad.io import folder_fingerprint
 from muon_ad.eval import compute_fid, ssim
 from muon_ad.eval.fid import style_feature_network
 from muon_ad.models.student import Student, StudentConfig, save_student
@@ -203,8 +204,8 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = (), init: Student | 
     if cfg.distill.target_weight > 0:
         d = cfg.distill
         path = Path(d.target_path) if d.target_path else out / "ad-targets.safetensors"
-        made_from = {"teacher": str(Path(cfg.train.teacher).resolve()), "data": asdict(cfg.data),
-                     "teacher_written": max(f.stat().st_mtime_ns for f in Path(cfg.train.teacher).rglob("*.safetensors"))}
+        # The teacher by its bytes: a run and its teacher copied elsewhere reuse the bank; a retrained teacher does not.
+        made_from = {"teacher_sha256": folder_fingerprint(cfg.train.teacher), "data": asdict(cfg.data)}
         with distributed.main_process_first():  # rank 0 makes (or finds) the cached banks, the others read them
             targets = build_target_bank(teacher, train, *training_pairs(train, d.target_pairs, cfg.data.seed),
                                         d.target_steps, d.target_lr, path, made_from)
