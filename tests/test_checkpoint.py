@@ -201,3 +201,12 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     with pytest.raises(UserError, match="'weight' holds NaN or infinite values"):
         save_checkpoint(tmp_path, 1, {"m": model}, {})
     assert not tmp_path.exists() or not list(tmp_path.iterdir())
+
+
+def test_a_checkpoint_of_another_shape_says_what_differs_and_what_to_do(tmp_path):
+    folder = save_checkpoint(tmp_path, 3, {"m": torch.nn.Linear(4, 4)}, {})
+    with pytest.raises(UserError) as error:
+        load_checkpoint(folder, {"m": torch.nn.Linear(4, 8)})
+    message = str(error.value)
+    assert "size mismatch for weight" in message and "start in another output folder" in message
+    assert "Error(s) in loading" not in message and len(message.splitlines()) == 1

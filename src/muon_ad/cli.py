@@ -236,14 +236,17 @@ def stylize_command(
     optimizer: str = typer.Option(AD_DEFAULTS["--optimizer"], help="adam (published AD) or muon."),
     steps: int = typer.Option(AD_DEFAULTS["--steps"], help="DDIM timesteps, one optimiser step each (published: 200)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate (default: the optimiser's, see muon_ad.synthesis.DEFAULT_LR)."),
-    content_weight: float = typer.Option(AD_DEFAULTS["--content-weight"], help="Weight of the content (query) loss (published: 0.25)."),
+    content_weight: float = typer.Option(AD_DEFAULTS["--content-weight"],
+                                         help="Weight of the content (query) loss (published: 0.25)."),
     size: Optional[int] = typer.Option(None, help="Short side of the output in pixels, aspect kept (default: the "
                                        f"content's, at most {AD_WORKING_SIDE} px or the teacher's training size)."),
     tile: bool = typer.Option(False, "--tile", help="Seamless tiling (circular padding in the UNet and VAE decoder)."),
     content_mask: Optional[Path] = typer.Option(None, help="Label image for the content: a colour draws only on the same colour of --style-mask."),
     style_mask: Optional[Path] = typer.Option(None, help="Label image for the style (with --content-mask)."),
     teacher: Optional[str] = TeacherOption,
-    student: Optional[Path] = typer.Option(None, help="A student folder (muon-ad distill or prune) or an export folder (muon-ad export): one forward pass, milliseconds, instead of AD; the AD options do not apply."),
+    student: Optional[Path] = typer.Option(None, help="A student folder (muon-ad distill or prune) or an export folder "
+                                           "(muon-ad export): one forward pass, milliseconds, instead of AD; the AD "
+                                           "options do not apply."),
     out: Path = typer.Option(Path("stylized.png"), help="Output PNG; the loss curve goes next to it (.loss.csv, .loss.png)."),
 ) -> None:
     """Style transfer by attention distillation: optimise the content latent toward the style's attention."""
@@ -251,9 +254,11 @@ def stylize_command(
     if size is not None:
         checks.within("--size", size, 1)
     if student is not None:
-        given = {"--optimizer": optimizer, "--steps": steps, "--content-weight": content_weight, "--lr": lr,
-                 "--tile": tile or None, "--content-mask": content_mask, "--style-mask": style_mask, "--teacher": teacher}
-        if ad_only := [name for name, value in given.items() if value is not None and value != AD_DEFAULTS.get(name)]:
+        given = {"--optimizer": optimizer != AD_DEFAULTS["--optimizer"], "--steps": steps != AD_DEFAULTS["--steps"],
+                 "--content-weight": content_weight != AD_DEFAULTS["--content-weight"], "--lr": lr is not None,
+                 "--tile": tile, "--content-mask": content_mask is not None, "--style-mask": style_mask is not None,
+                 "--teacher": teacher is not None}
+        if ad_only := [name for name, changed in given.items() if changed]:
             raise UserError(f"{', '.join(ad_only)}: options of AD synthesis, which --student does not run")
         _stylize_with_student(_student_folder(str(student)), content, style, size, out)
         return
@@ -594,7 +599,8 @@ def export_command(
         content="folder" if calibration_content else "scenes", content_path=calibration_content and str(calibration_content),
         style="folder" if calibration_style else "textures", style_path=calibration_style and str(calibration_style))
     report = json.loads((folder / "report.json").read_text())
-    typer.echo(f"wrote {folder} ({precision}): fp32 graphs vs torch max abs diff {report['parity']['max_abs_diff']:.2e}, "
+    typer.echo(f"wrote {folder} ({precision}): fp32 graphs vs torch max abs diff "
+               f"{report['parity']['max_abs_diff']:.2e}, "
                f"SSIM vs torch fp32 {report['quality']['ssim_vs_fp32']:.4f}, model.onnx {report['files_mb']['model.onnx']:.2f} MB")
 
 
@@ -609,7 +615,6 @@ def profile_command(
     """Where an exported student's time goes: median latency of each export at each size, timed side by side, and
     ONNX Runtime's kernel time by op type and by node (its profiler, the first run left out)."""
     from muon_ad.eval.onnx_profile import profile_exports
-
     from muon_ad.export.onnx import MAX_SIDE
 
     for value in size:

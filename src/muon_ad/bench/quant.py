@@ -134,11 +134,12 @@ def measure(student_path: Path | None, qat_path: Path | None, resolution: int, c
     backends = {"torch_fp32": torch_fp32, "ort_fp32": ort_fp32, "ort_int8": ort_int8,
                 "edge_int8": OnnxStudent(edge_int8, threads)}
     metrics["edge_size_ratio"] = (edge_int8 / MODEL).stat().st_size / (fp32_dir / MODEL).stat().st_size
-    outputs = {"torch fp32": reference, "int8 (PTQ)": int8_images,
-               "edge fp32 (pruned)": images(TorchStudent(edge), held_contents, held_styles),
-               "edge int8": images(backends["edge_int8"], held_contents, held_styles)}
-    metrics["ssim_vs_fp32_edge"] = ssim(outputs["edge int8"], outputs["edge fp32 (pruned)"])
-    metrics["ssim_identity_vs_fp32_edge"] = ssim(held_contents, outputs["edge fp32 (pruned)"])
+    edge_fp32, edge_images = (images(backend, held_contents, held_styles)
+                              for backend in (TorchStudent(edge), backends["edge_int8"]))
+    outputs = {"torch fp32": reference, "int8 (PTQ)": int8_images, "edge fp32 (pruned)": edge_fp32,
+               "edge int8": edge_images}  # the samples' rows
+    metrics["ssim_vs_fp32_edge"] = ssim(edge_images, edge_fp32)
+    metrics["ssim_identity_vs_fp32_edge"] = ssim(held_contents, edge_fp32)
 
     # Latency: one frame at the resolution, the backends interleaved block by block.
     frame, codes = held_contents[:1], {name: encode_style(b, held_styles[0]) for name, b in backends.items()}

@@ -3,10 +3,10 @@
 Reads top to bottom: load the student → score it on built-in (content, style) pairs (a seed neither training
 nor evaluation uses) and cut it to `keep` of its channels and heads, and optionally to `attention_blocks` of its
 transformer blocks (`compress.prune_student`, entropy or magnitude criterion) → optionally a recovery fine-tune
-of `finetune_steps` on the AD-target bank, which is the distillation recipe itself (`recipes.distill.distill` with the compacted student as its starting point and
-one phase; the bank is the original run's cache when it matches) → save the compacted student (safetensors +
-widths.json). The fine-tune's run folder (logs, checkpoints, samples) is OUT-finetune; it resumes like any
-distillation run.
+of `finetune_steps` on the AD-target bank, which is the distillation recipe itself (`recipes.distill.distill` with
+the compacted student as its starting point and one phase; the bank is the original run's cache when it matches)
+→ save the compacted student (safetensors + widths.json). The fine-tune's run folder (logs, checkpoints, samples)
+is OUT-finetune; it resumes like any distillation run, for the same pruning only (PRUNING).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from muon_ad.recipes.distill import DistillConfig, distill
 
 log = logging.getLogger("muon_ad.compress")
 
-PRUNING = "pruning.json"  # in OUT-finetune: which pruning it fine-tunes (a rerun with other settings must not resume it)
+PRUNING = "pruning.json"  # in OUT-finetune: which pruning it fine-tunes (another pruning must not resume it)
 SCORING_SEED = 77  # the pairs heads and channels are scored on: not the teacher's (0), the styles' (1), eval's (4242)
 
 

@@ -11,7 +11,14 @@ from muon_ad.runtime.backends import (
     run_student,
     stylize_image,
 )
-from muon_ad.runtime.sources import FrameWriter, check_frame_output, folder_frames, open_source, synthetic_frames, video_frames
+from muon_ad.runtime.sources import (
+    FrameWriter,
+    check_frame_output,
+    folder_frames,
+    open_source,
+    synthetic_frames,
+    video_frames,
+)
 from muon_ad.runtime.stream import StreamStats, run_stream
 from muon_ad.runtime.stylizer import Stylizer
 

@@ -123,7 +123,8 @@ def open_source(spec: str, size: int | None = None, count: int = 48, seed: int =
     raise UserError(f"--input must be 'synthetic', a folder of images or a video ({', '.join(VIDEO_EXTENSIONS)}): {spec}")
 
 
-FIRST_FRAME = "frame_00000.png"  # what marks a folder of frames `FrameWriter` wrote
+FRAME = "frame_{:05d}.png"  # the frames `FrameWriter` writes into a folder
+FIRST_FRAME = FRAME.format(0)  # what marks a folder as an earlier stream's
 
 
 def check_frame_output(out: str | Path) -> None:
@@ -165,7 +166,7 @@ class FrameWriter:
 
     def write(self, frame: Tensor) -> None:
         if self._video is None:
-            save_image_atomic(frame, self.tmp / (FIRST_FRAME.replace("00000", f"{self.count:05d}")))
+            save_image_atomic(frame, self.tmp / FRAME.format(self.count))
         else:
             self._video.write(np.asarray(to_pil(frame)), is_batch=False, **self._options)
         self.count += 1

@@ -148,10 +148,12 @@ def load_checkpoint(folder: str | Path, models: dict[str, torch.nn.Module]) -> d
     for name, model in models.items():
         try:
             load_model(model, str(folder / f"{name}.safetensors"))
-        except RuntimeError as error:  # torch's first line only names the model; the next says what differs
+        except RuntimeError as error:
+            # torch's first line only names the model ("Error(s) in loading state_dict for ..."); the next, what differs
             lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-            raise UserError(f"checkpoint {folder} does not fit this run's '{name}' ({lines[min(1, len(lines) - 1)][:160]}): "
-                            f"resume with the config it was made with, or start in another output folder") from None
+            differs = (lines[1:] or lines)[0][:160]
+            raise UserError(f"checkpoint {folder} does not fit this run's '{name}' ({differs}): resume with the "
+                            "config it was made with, or start in another output folder") from None
     state = _join(json.loads((folder / "state.json").read_text()), load_file(str(folder / "state.safetensors")))
     step = state.get("step")
     if not isinstance(step, int) or isinstance(step, bool) or f"step-{step:07d}" != folder.name:
