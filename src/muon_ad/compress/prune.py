@@ -48,10 +48,13 @@ from muon_ad.models.student import Student, StudentBlock, layer_widths, load_stu
 # fine-tune, 16 held-out pairs; style FID-domain before 52.1) with all three blocks kept: 49.8, style strength 0.28;
 # two: 51.2, 0.25 (magnitude 55.4); one: 57.0, 0.12 (magnitude 55.3), so two. The int8 edge graph at 256 / 512 px,
 # 2 threads (`muon-ad profile` of the three exports, 60 frames; the README's "Edge deployment"): 11.3 / 41.1 ms
-# with three blocks, 9.9 / 36.6 with two, 8.5 / 31.0 with one. The recovery fine-tune after compaction
-# (`recipes.compress.prune`): straight out of compaction every pruned student is near the identity map; 200 steps
-# recover most of it (`bench prune`'s fine-tune validation FID-domain: 7.1 unpruned, 12.5-13.1 compacted, 9.0 after).
-EDGE_KEEP, EDGE_ATTENTION_BLOCKS, EDGE_FINETUNE_STEPS = 0.5, 2, 200
+# with three blocks, 9.9 / 36.6 with two, 8.5 / 31.0 with one.
+# The recovery fine-tune after compaction (`recipes.compress.prune`): straight out of compaction every pruned student
+# is near the identity map. Scored on 128 held-out pairs (before 36.3 style FID-domain, identity 46.5), 200 steps left
+# it at 40.9 (+12.6 %, style strength 0.28 -> 0.15); 600 steps 35.4 (-2.5 %, 0.30), 1200 steps 35.3: so 600 (~30 s).
+# Why not fewer channels: keep 0.4 / 0.35 (two blocks, 200 steps) ran the int8 edge graph 12 / 19 % faster at 256 px
+# but cost +21 % style FID-domain on 16 pairs (+6 % at 0.5 on the same pairs) and two thirds of the style strength.
+EDGE_KEEP, EDGE_ATTENTION_BLOCKS, EDGE_FINETUNE_STEPS = 0.5, 2, 600
 
 
 @dataclass(frozen=True)
