@@ -126,14 +126,44 @@ def test_prune_command_writes_a_compacted_student_the_runtime_loads(student, tmp
     from muon_ad.models.student import save_student
 
     source = save_student(student, tmp_path / "run" / "student")
-    monkeypatch.setattr("sys.argv", ["muon-ad", "prune", str(source), "--keep", "0.6", "--out", str(tmp_path / "p")])
+    monkeypatch.setattr("sys.argv", ["muon-ad", "prune", str(source), "--keep", "0.6", "--finetune-steps", "0",
+                                     "--out", str(tmp_path / "p")])
     with pytest.raises(SystemExit) as exit_:
         cli.main()
     assert exit_.value.code == 0 and "pruned student:" in capsys.readouterr().out
     small = load_backend(tmp_path / "p")
     assert small.student.widths is not None
     assert small.student.stem[1].out_channels < CFG.base_channels
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["p", "run"]  # no fine-tune run folder without --finetune-steps
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p", "run"]  # no fine-tune run folder with 0 steps
+
+
+def test_the_prune_command_fine_tunes_the_edge_paths_steps_unless_told_otherwise(tmp_path, monkeypatch, capsys):
+    from muon_ad import cli
+    from muon_ad.compress.prune import EDGE_FINETUNE_STEPS
+
+    asked = []
+    monkeypatch.setattr("muon_ad.recipes.compress.prune", lambda *args: asked.append(args[4]) or tmp_path)
+    for extra, steps in (([], EDGE_FINETUNE_STEPS), (["--finetune-steps", "0"], 0), (["--finetune-steps", "7"], 7)):
+        monkeypatch.setattr("sys.argv", ["muon-ad", "prune", "s", "--keep", "0.5", "--out", "p", *extra])
+        with pytest.raises(SystemExit) as exit_:
+            cli.main()
+        assert exit_.value.code == 0 and asked[-1] == steps
+    monkeypatch.setattr("sys.argv", ["muon-ad", "prune", "--help"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    help_text = " ".join(capsys.readouterr().out.replace("│", " ").split())  # rich's panel, unwrapped
+    assert f"the edge path's {EDGE_FINETUNE_STEPS}" in help_text  # the help says what the default is
+
+
+def test_a_fine_tune_without_its_teacher_is_refused_before_any_pruning(student, tmp_path):
+    from muon_ad.models.student import save_student
+    from muon_ad.recipes.compress import prune
+
+    source = save_student(student, tmp_path / "run" / "student")
+    (tmp_path / "run" / "config.yaml").write_text(f"train:\n  teacher: {tmp_path / 'gone'}\n")
+    with pytest.raises(UserError, match=r"teacher folder not found: .*gone; .*--finetune-steps 0 prunes without it"):
+        prune(source, 0.5, tmp_path / "p", finetune_steps=5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no pruned student, no fine-tune folder
 
 
 def test_a_rerun_with_another_pruning_never_resumes_the_earlier_fine_tune(student, tmp_path):

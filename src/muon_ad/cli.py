@@ -531,8 +531,10 @@ def prune_command(
     student: Path = typer.Argument(..., help="A student folder (what muon-ad distill saves: config.json + model.safetensors)"),
     keep: float = typer.Option(..., "--keep", help="Fraction of channels and attention heads kept, in (0, 1]"),
     out: Path = typer.Option(..., "--out", help="Folder for the compacted student (safetensors + widths.json)"),
-    finetune_steps: int = typer.Option(0, "--finetune-steps", help="Recovery fine-tune steps on the AD-target bank "
-                                       "(the distillation recipe; its run folder is OUT-finetune)"),
+    finetune_steps: Optional[int] = typer.Option(
+        None, "--finetune-steps", help="Recovery fine-tune steps on the AD-target bank (the distillation recipe, with "
+        "the student's teacher; its run folder is OUT-finetune). Default: the edge path's 600, without which a pruned "
+        "student is near the identity map; 0 prunes only"),
     criterion: str = typer.Option("entropy", "--criterion", help="entropy (attention-row entropy + gradient "
                                   "sensitivity) or magnitude (L2 baseline)"),
     config: Optional[Path] = typer.Option(None, "--config", help="Distillation config of the fine-tune (default: the "
@@ -543,11 +545,13 @@ def prune_command(
 ) -> None:
     """Prune a trained student (torch-pruning DepGraph), remove the pruned channels and heads (and whole transformer
     blocks with --attention-blocks), optionally fine-tune."""
+    from muon_ad.compress.prune import EDGE_FINETUNE_STEPS
     from muon_ad.recipes.compress import prune
 
     if config is not None and not config.is_file():
         raise UserError(f"--config {config}: no such file")
-    folder = prune(student, keep, out, criterion, finetune_steps, config, attention_blocks)
+    steps = EDGE_FINETUNE_STEPS if finetune_steps is None else finetune_steps
+    folder = prune(student, keep, out, criterion, steps, config, attention_blocks)
     typer.echo(f"pruned student: {folder}")
 
 

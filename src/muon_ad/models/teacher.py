@@ -241,8 +241,9 @@ def training_scheduler() -> DDIMScheduler:
     )
 
 
-def load_teacher(path: str | Path = DEFAULT_TEACHER, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Teacher:
-    """Load a diffusers-format teacher folder (SD-1.5 layout) offline, frozen and in eval mode."""
+def teacher_folder(path: str | Path = DEFAULT_TEACHER) -> Path:
+    """The teacher folder `path` names (the default as found by `default_path`), checked to be a diffusers SD folder
+    without loading anything: a one-line UserError otherwise."""
     folder = default_path(DEFAULT_TEACHER) if str(path) == DEFAULT_TEACHER else Path(path)
     if not folder.is_dir():
         hint = f" ({missing_hint(DEFAULT_TEACHER, '--teacher')})" if str(path) == DEFAULT_TEACHER else ""
@@ -250,6 +251,12 @@ def load_teacher(path: str | Path = DEFAULT_TEACHER, device: str | torch.device 
     missing = [name for name in _REQUIRED if not (folder / name).is_dir()]
     if missing:
         raise UserError(f"{folder} is not a diffusers SD folder: missing {', '.join(m + '/' for m in missing)}")
+    return folder
+
+
+def load_teacher(path: str | Path = DEFAULT_TEACHER, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Teacher:
+    """Load a diffusers-format teacher folder (SD-1.5 layout) offline, frozen and in eval mode."""
+    folder = teacher_folder(path)
     scheduler_class = DDIMScheduler  # SD-1.5's PNDM is sampled with DDIM here; a few-step student keeps its LCM
     sampling = None
     try:

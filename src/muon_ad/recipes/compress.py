@@ -23,6 +23,7 @@ from muon_ad.errors import UserError
 from muon_ad.io import write_text_atomic
 from muon_ad.eval.stylization import builtin_pairs
 from muon_ad.models.student import Student, load_student
+from muon_ad.models.teacher import teacher_folder
 from muon_ad.recipes.distill import DistillConfig, distill
 
 log = logging.getLogger("muon_ad.compress")
@@ -83,15 +84,20 @@ def prune(student_folder: str | Path, keep: float, out: str | Path, criterion: s
     run = out.with_name(f"{out.name}-finetune")
     pruning = {"student": str(Path(student_folder).resolve()), "keep": keep, "criterion": criterion,
                "attention_blocks": attention_blocks}
-    if finetune_steps:
-        check_finetune_folder(run, pruning)
     student = load_student(student_folder)
+    if finetune_steps:  # what the fine-tune needs is checked before any pruning work
+        check_finetune_folder(run, pruning)
+        cfg = finetune_config(Path(student_folder), finetune_steps, run, config)
+        try:
+            teacher_folder(cfg.train.teacher)
+        except UserError as error:
+            raise UserError(f"{error}; the recovery fine-tune needs the teacher the student was distilled from "
+                            "(--finetune-steps 0 prunes without it)") from None
     small = prune_student(student, keep, scoring_batches(student), criterion, attention_blocks)
     log.info("pruned to keep %.2f (%s), transformer blocks %s: %d -> %d parameters", keep, criterion,
              ", ".join(transformer_blocks(small)),
              sum(p.numel() for p in student.parameters()), sum(p.numel() for p in small.parameters()))
     if finetune_steps:
-        cfg = finetune_config(Path(student_folder), finetune_steps, run, config)
         run.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run / PRUNING, json.dumps(pruning))
         small = load_student(distill(cfg, init=small))
