@@ -544,7 +544,7 @@ def prune_command(
                                                    "the edge path keeps 2: see the README's \"Pruning and compaction\")"),
 ) -> None:
     """Prune a trained student (torch-pruning DepGraph), remove the pruned channels and heads (and whole transformer
-    blocks with --attention-blocks), optionally fine-tune."""
+    blocks with --attention-blocks), then fine-tune it back on its run's AD targets (--finetune-steps)."""
     from muon_ad.compress.prune import EDGE_FINETUNE_STEPS
     from muon_ad.recipes.compress import prune
 
