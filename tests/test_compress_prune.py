@@ -142,7 +142,12 @@ def test_the_prune_command_fine_tunes_the_edge_paths_steps_unless_told_otherwise
     from muon_ad.compress.prune import EDGE_FINETUNE_STEPS
 
     asked = []
-    monkeypatch.setattr("muon_ad.recipes.compress.prune", lambda *args: asked.append(args[4]) or tmp_path)
+
+    def recipe(student, keep, out, criterion, finetune_steps, *rest):  # the recipe's signature, recording the steps
+        asked.append(finetune_steps)
+        return tmp_path
+
+    monkeypatch.setattr("muon_ad.recipes.compress.prune", recipe)
     for extra, steps in (([], EDGE_FINETUNE_STEPS), (["--finetune-steps", "0"], 0), (["--finetune-steps", "7"], 7)):
         monkeypatch.setattr("sys.argv", ["muon-ad", "prune", "s", "--keep", "0.5", "--out", "p", *extra])
         with pytest.raises(SystemExit) as exit_:

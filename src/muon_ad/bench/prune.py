@@ -60,9 +60,9 @@ class Settings:
 
 
 # The recipe's student; its style-strength scale is AD with Adam at 100 steps (the published 200 cost ~2x the
-# bench on a shared machine). Quality on 128 held-out labelled pairs, not the recipe's 16: on 16 one pruned
-# student's fid_delta ranged from +4 % to +45 % over four disjoint sets of pairs (the identity map from 42 to 63),
-# too wide for a ±10 % goal. AD costs ~3 s a pair, so 128 add ~6 min to the bench.
+# bench on a shared machine). Quality on QUALITY_PAIRS held-out labelled pairs, not the recipe's 16: on 16 one
+# pruned student's fid_delta ranged from +4 % to +45 % over four disjoint sets of pairs (the identity map from 42 to
+# 63), too wide for a ±10 % goal. AD costs ~3 s a pair, so the extra pairs add ~6 min to the bench.
 FULL = Settings(finetune_steps=EDGE_FINETUNE_STEPS,
                 student=replace(distill_convergence.RECIPE, ad_steps=100, style_pairs=QUALITY_PAIRS))
 QUICK = Settings(finetune_steps=4, latency_repeats=3, grid_pairs=4, student=distill_convergence.QUICK)

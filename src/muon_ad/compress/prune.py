@@ -53,7 +53,8 @@ from muon_ad.models.student import Student, StudentBlock, layer_widths, load_stu
 # is near the identity map. Scored on 128 held-out pairs (before 36.3 style FID-domain, identity 46.5), 200 steps left
 # it at 40.9 (+12.6 %, style strength 0.28 -> 0.15); 600 steps 35.4 (-2.5 %, 0.30), 1200 steps 35.3: so 600 (~30 s).
 # Why not fewer channels: keep 0.4 / 0.35 (two blocks, 200 steps) ran the int8 edge graph 12 / 19 % faster at 256 px
-# but cost +21 % style FID-domain on 16 pairs (+6 % at 0.5 on the same pairs) and two thirds of the style strength.
+# but cost +21 % style FID-domain on 16 pairs (+6 % at 0.5 on the same pairs; keep 0.4 on 64 pairs: +25 %) and two
+# thirds of the style strength.
 EDGE_KEEP, EDGE_ATTENTION_BLOCKS, EDGE_FINETUNE_STEPS = 0.5, 2, 600
 
 
