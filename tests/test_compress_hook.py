@@ -20,7 +20,7 @@ from muon_ad.recipes.distill import distill
 def test_masked_weights_stay_zero_through_muon_steps_and_finish_compacts():
     torch.manual_seed(0)
     student = Student(CFG).train()
-    torch.nn.init.normal_(student.head[2].weight, std=0.05)
+    torch.nn.init.normal_(student.output_layer.weight, std=0.05)
     optimizer = build_optimizer(student, OptimizerConfig(adjust_lr="match_rms_adamw", lr=1e-2, adamw_lr=1e-2,
                                                          weight_decay=0.01))
     assert any(g["use_muon"] for g in optimizer.param_groups)

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from muon_ad.distill.data import LabelledBank, PairSet
+from muon_ad.distill.data import LabelledBank, PairSet, window_bank
 from muon_ad.distill.objective import DistillLossConfig, DistillObjective
-from muon_ad.distill.targets import build_target_bank, training_pairs
+from muon_ad.distill.targets import build_target_bank, pairs_by_part, training_pairs
 from muon_ad.models.student import Student, StudentConfig
 from muon_ad.models.teacher import build_tiny_teacher
 from tiny import TINY_TEACHER
@@ -65,3 +65,22 @@ def test_a_student_regressing_on_targets_moves_toward_them(setup):
         terms.loss.backward()
         optimizer.step()
     assert terms.target.item() < 0.8 * first  # the untrained student (= its content) is far from the targets
+
+
+def test_targets_at_larger_scales_pair_windows_of_the_same_scale(setup):
+    _, small = setup
+    g = torch.Generator().manual_seed(2)
+    large = [LabelledBank(torch.randint(0, 256, (3, 3, 96, 96), generator=g, dtype=torch.uint8), [""] * 3,
+                          torch.zeros(3, dtype=torch.long)) for _ in range(2)]
+    windows = [window_bank(bank, 32, seed=5) for bank in large]
+    assert windows[0].images.shape == (3, 3, 32, 32)
+    assert torch.equal(window_bank(large[0], 32, seed=5).images, windows[0].images)  # seeded: a cached bank matches
+    image, window = large[0].images[0], windows[0].images[0]  # a window is a piece of its picture, at its scale
+    assert any(torch.equal(image[:, i : i + 32, j : j + 32], window) for i in range(65) for j in range(65))
+    parts = [small, PairSet(*windows, torch.zeros(3), torch.zeros(3))]
+    content_index, style_index = pairs_by_part(parts, 5, seed=0)
+    assert content_index[:5].tolist() == training_pairs(small, 5, seed=0)[0].tolist()  # the first part as before
+    assert all(i >= 4 for i in content_index[5:].tolist()) and all(i >= 4 for i in style_index[5:].tolist())
+    assert all(i < 4 for i in style_index[:5].tolist())  # content and style of a pair come from the same scale
+    joined = PairSet.concat(parts)
+    assert torch.equal(joined.content.images[4], windows[0].images[0]) and len(joined.style.images) == 7

@@ -5,6 +5,7 @@ import torch
 
 from muon_ad.bench import stylization as bench
 from muon_ad.bench.common import BenchUnavailable
+from muon_ad.eval.imitations import colour_transfer
 from muon_ad.eval.recognition import train_judges
 from muon_ad.eval.report import style_content_figure
 from muon_ad.eval.style_strength import (
@@ -30,13 +31,6 @@ def judges():
 @pytest.fixture(scope="module")
 def pairs():
     return builtin_labelled_pairs(PAIRS, SIZE)
-
-
-def colour_transfer(contents, styles):
-    """Each content with its style's per-channel mean and spread: the style's colours, the content's layout."""
-    mean_c, std_c = contents.mean((2, 3), keepdim=True), contents.std((2, 3), keepdim=True)
-    mean_s, std_s = styles.mean((2, 3), keepdim=True), styles.std((2, 3), keepdim=True)
-    return ((contents - mean_c) / std_c * std_s + mean_s).clamp(-1, 1)
 
 
 def test_labelled_pairs_are_the_builtin_pairs_with_their_styles_labels(pairs):

@@ -14,7 +14,7 @@ TINY = StudentConfig(base_channels=8, channel_mult=(1, 2), stem_stride=2, heads=
 def test_qat_hook_fake_quantises_phase_three_and_trains_the_student():
     torch.manual_seed(0)
     student = Student(TINY)
-    torch.nn.init.normal_(student.head[2].weight, std=0.05)
+    torch.nn.init.normal_(student.output_layer.weight, std=0.05)
     cfg = CurriculumConfig(PhaseConfig(steps=1, batch_size=2), PhaseConfig(steps=0, batch_size=2),
                            PhaseConfig(steps=3, batch_size=2, qat=True), warmup_steps=0)
     hook = QatHook()

@@ -16,7 +16,7 @@ TINY = StudentConfig(base_channels=8, channel_mult=(1, 2), attention_levels=1, h
 def _student() -> Student:
     torch.manual_seed(0)
     student = Student(TINY).eval()
-    torch.nn.init.normal_(student.head[2].weight, std=0.05)  # not the identity map an untrained student is
+    torch.nn.init.normal_(student.output_layer.weight, std=0.05)  # not the identity map an untrained student is
     return student
 
 

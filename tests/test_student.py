@@ -13,7 +13,7 @@ def student(**overrides) -> Student:
     torch.manual_seed(0)
     model = Student(StudentConfig(**{**TINY, **overrides}))
     with torch.no_grad():  # a trained-looking student: the zero-initialised head would return the content
-        model.head[2].weight.normal_(std=0.5)
+        model.output_layer.weight.normal_(std=0.5)
     return model.eval()
 
 
@@ -21,10 +21,15 @@ def images(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
-@pytest.mark.parametrize("injection", ["cross_attention", "adain"])
+FIRST = {"position_periods": (), "head": "pixel_shuffle"}  # the first shape's image path
+SHAPES = {"cross_attention": {"style_injection": "cross_attention", **FIRST}, "adain": {"style_injection": "adain", **FIRST},
+          "texture": {"style_injection": "statistics", "style_size": None, "position_periods": (8, 16), "head": "refine"}}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("size", [(37, 53), (5, 7), (16, 16)])
-def test_output_keeps_any_size_and_stays_in_range(injection, size):
-    model = student(style_injection=injection)
+def test_output_keeps_any_size_and_stays_in_range(shape, size):
+    model = student(**SHAPES[shape])
     content = images(2, 3, *size)
     with torch.no_grad():
         out = model(content, images(1, 3, 29, 41, seed=1))  # one style for the whole batch, any size
@@ -41,11 +46,39 @@ def test_style_changes_the_output_and_cached_tokens_give_the_same_image():
         assert (model(content, styles.flip(0)) - out).abs().mean() > 1e-3
 
 
-def test_untrained_student_returns_its_content():
+@pytest.mark.parametrize("shape", SHAPES)
+def test_untrained_student_returns_its_content(shape):
     content = images(1, 3, 20, 20) * 0.9
     with torch.no_grad():
-        out = Student(StudentConfig(**TINY))(content, images(1, 3, 16, 16, seed=1))
+        out = Student(StudentConfig(**{**TINY, **SHAPES[shape]}))(content, images(1, 3, 16, 16, seed=1))
     torch.testing.assert_close(out, content, atol=1e-5, rtol=0)
+
+
+def test_the_statistics_encoder_sees_the_style_at_the_size_it_is_given():
+    model = student(**SHAPES["texture"])
+    style = images(1, 3, 32, 32, seed=1)
+    with torch.no_grad():
+        tokens = model.encode_style(style)
+        smaller = model.encode_style(torch.nn.functional.interpolate(style, size=(16, 16), mode="bilinear"))
+    assert tokens.shape == (1, 1, TINY["style_dim"])
+    assert (tokens - smaller).abs().max() > 1e-3  # not resized to one size first: texture scale is part of the code
+
+
+def test_a_folder_saved_before_the_texture_knobs_loads_as_the_shape_it_was(tmp_path):
+    import json
+
+    old = student(**SHAPES["cross_attention"])
+    folder = save_student(old, tmp_path / "old")
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("head", "position_periods"):
+        del config[key]
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "checksums.json").unlink()  # as such folders were saved; config.json is edited here
+    loaded = load_student(folder)
+    assert loaded.config.head == "pixel_shuffle" and loaded.config.position_periods == ()
+    content, style = images(1, 3, 24, 24), images(1, 3, 16, 16, seed=1)
+    with torch.no_grad():
+        assert torch.equal(loaded(content, style), old(content, style))
 
 
 def test_attention_levels_are_self_attention_layers_the_capture_reads():

@@ -52,7 +52,7 @@ def served(tmp_path_factory):
     torch.manual_seed(0)
     save_teacher(build_tiny_teacher(TINY_TEACHER, ["a", "stripes"]), root / "teacher")
     student = Student(STUDENT)
-    torch.nn.init.normal_(student.head[2].weight, std=0.05)  # not the identity map an untrained student is
+    torch.nn.init.normal_(student.output_layer.weight, std=0.5)  # not the identity map an untrained student is
     save_student(student, root / "student")
     rng = np.random.default_rng(0)
     Image.fromarray(make_scene(40, rng)[0]).save(root / "content.png")

@@ -56,7 +56,7 @@ def bench_student(path: Path | None) -> tuple[Student, str]:
         return load_student(path), str(path)
     torch.manual_seed(SEED)
     student = Student(StudentConfig()).eval()
-    torch.nn.init.normal_(student.head[2].weight, std=0.02)
+    torch.nn.init.normal_(student.output_layer.weight, std=0.02)
     return student, "fresh default StudentConfig() with a random head (no trained student)"
 
 

@@ -118,7 +118,7 @@ def _example_inputs(student: Student) -> tuple[Tensor, Tensor]:
     cfg = student.config
     device = next(student.parameters()).device
     return (torch.zeros(1, 3, 2 * cfg.downsampling, 2 * cfg.downsampling, device=device),
-            torch.zeros(1, 3, cfg.style_size, cfg.style_size, device=device))
+            torch.zeros(1, 3, cfg.style_size or cfg.downsampling, cfg.style_size or cfg.downsampling, device=device))
 
 
 def _call(model: nn.Module, inputs: tuple[Tensor, Tensor]) -> Tensor:
@@ -163,7 +163,13 @@ def plan_pruning(student: Student, keep_rate: float, criterion: str = "entropy",
     heads_cut = min(heads - 1, round((1.0 - keep_rate) * heads))  # every layer keeps one head at least
     pruner = tp.pruner.MetaPruner(
         model, _example_inputs(model), importance=importance, pruning_ratio=1.0 - keep_rate,
-        ignored_layers=[model.head[2]],  # its outputs are the pixel-shuffled image
+        # the output layer's channels are the image (pixel-shuffled or not); a statistics style encoder runs once per
+        # style, off the per-frame path, and its statistics are concatenated per channel: it keeps its widths
+        ignored_layers=[model.output_layer, *(model.style_encoder.modules() if model.style_encoder.statistics else ())],
+        # A scale-shift ResNet's style projection gives (scale | shift) for its GroupNorm's channels: both halves carry
+        # the norm's groups, so it has twice as many (else the cut channels need not split evenly over the groups).
+        out_channel_groups={m.resnet.time_emb_proj: 2 * m.resnet.norm2.num_groups
+                            for m in model.modules() if isinstance(m, StudentBlock) and m.adain},
         num_heads=num_heads, prune_num_heads=heads_cut > 0, prune_head_dims=False,
         head_pruning_ratio=heads_cut / heads, forward_fn=_call,
     )

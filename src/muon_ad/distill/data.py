@@ -1,5 +1,8 @@
 """Content and style images for distillation, held in memory at the teacher's resolution.
 
+`window_bank` cuts teacher-size windows from the same sources shown larger: a style's texture as large as a larger
+picture has it, for AD targets at the sizes the student runs at.
+
 Content: the built-in scenes, COCO-Stuff, or any image folder. Styles: the built-in textures, WikiArt,
 a DTD-style texture folder, or any image folder. Each source becomes an `ImageBank` (uint8, so a step
 costs a gather, not a decode) of at most `count` images (a seeded random subset of a larger folder);
@@ -110,7 +113,28 @@ class PairSet:
         latents = [encode(bank.batch(slice(None)).to(device)) for bank in (content, style)]
         return cls(content, style, *latents)
 
+    @classmethod
+    def concat(cls, parts: list[PairSet]) -> PairSet:
+        """One set holding every part's images in order (part k's image i is at i + the sizes of the parts before)."""
+        def bank(banks: list[LabelledBank]) -> LabelledBank:
+            return LabelledBank(torch.cat([b.images for b in banks]), [c for b in banks for c in b.captions],
+                                torch.cat([b.labels for b in banks]))
+        return cls(bank([p.content for p in parts]), bank([p.style for p in parts]),
+                   torch.cat([p.content_latents for p in parts]), torch.cat([p.style_latents for p in parts]))
+
     def batch(self, content_index: torch.Tensor, style_index: torch.Tensor, device: torch.device):
         """(content images, style images, content latents, style latents) of the pairs at the indices."""
         return (self.content.batch(content_index).to(device), self.style.batch(style_index).to(device),
                 self.content_latents[content_index], self.style_latents[style_index])
+
+
+def window_bank(bank: LabelledBank, size: int, seed: int) -> LabelledBank:
+    """One seeded size x size window of every image of `bank`: the teacher's size cut from a larger picture, where a
+    style's texture is as large as it is at that picture's size."""
+    generator = torch.Generator().manual_seed(seed)
+    height, width = bank.images.shape[-2:]
+    tops = torch.randint(height - size + 1, (len(bank.images),), generator=generator).tolist()
+    lefts = torch.randint(width - size + 1, (len(bank.images),), generator=generator).tolist()
+    images = torch.stack([image[:, i : i + size, j : j + size] for image, i, j in zip(bank.images, tops, lefts)])
+    return LabelledBank(images, list(bank.captions), bank.labels.clone())
+

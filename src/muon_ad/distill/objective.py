@@ -18,8 +18,12 @@ For a batch of (content, style) pairs the student makes images; then, at a rando
 The UNet is conditioned on the empty prompt: style and content come from images, not text.
 4. optionally L_target = L1(image, the teacher's AD image of the same pair) from a precomputed bank
    (`distill.targets`): the measured way to make the student leave the identity map on a CPU budget.
-The two weighted objectives are style_weight·L_distill + target_weight·L_target and content_weight·L_content
-(kept apart, so conflict projection can compare their gradients).
+5. optionally L_texture, the Gram statistics of the student's image against its style's in a fixed random-weight
+   conv pyramid, and L_structure, the content's layout in the same pyramid's grey features (`distill.texture`): a
+   signal that carries the style's texture where L1 onto a target averages it away, at any size, teacher-free.
+The two weighted objectives are style_weight·L_distill + target_weight·L_target + texture_weight·L_texture and
+content_weight·L_content + structure_weight·L_structure (kept apart, so conflict projection can compare their
+gradients).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from muon_ad.attention import (
     self_attention_layer_names,
 )
 from muon_ad.checks import fields_within
+from muon_ad.distill.texture import RandomPyramid, structure_loss, texture_loss
 from muon_ad.errors import UserError
 from muon_ad.models.student import Student
 from muon_ad.models.teacher import Teacher, noise_scheduler
@@ -65,9 +70,15 @@ class DistillLossConfig:
     target_steps: int = 25  # 25 Adam steps at lr 0.2: style FID-domain 12.7, vs 7.0 for the published 200 at 0.05, 1/8 the cost
     target_lr: float = 0.2
     target_path: str | None = None
+    # Besides the teacher's size, target_pairs pairs of teacher-size windows of the pictures shown at each of these
+    # sizes (px): AD draws a style's texture at the teacher's size, and a window of a larger picture shows it as large
+    # as the picture has it, so the student learns it at the sizes it runs at.
+    target_scales: tuple[int, ...] = ()
+    texture_weight: float = 0.0  # L_texture in the style objective (see distill.texture); 0: not computed
+    structure_weight: float = 0.0  # L_structure in the content objective
 
     def __post_init__(self) -> None:
-        fields_within("distill", self, ("kl_weight",), 0)
+        fields_within("distill", self, ("kl_weight", "texture_weight", "structure_weight"), 0)
         fields_within("distill", self, ("kl_temperature",), 0, above=True)
         if not 0 <= self.t_min < self.t_max:  # the teacher's own bound is checked once it is loaded
             raise UserError(f"distill.t_min/t_max must satisfy 0 <= t_min < t_max, got {self.t_min}, {self.t_max}")
@@ -88,8 +99,10 @@ class DistillTerms(NamedTuple):
     content: Tensor
     kl: Tensor
     target: Tensor  # L1 to the AD target images (0 without targets)
-    style_objective: Tensor  # style_weight · (L_AD + kl_weight · L_KL) + target_weight · L_target
-    content_objective: Tensor  # content_weight · L_content
+    texture: Tensor  # L_texture (0 when its weight is)
+    structure: Tensor  # L_structure (0 when its weight is)
+    style_objective: Tensor  # style_weight · (L_AD + kl_weight · L_KL) + target_weight · L_target + texture_weight · L_texture
+    content_objective: Tensor  # content_weight · L_content + structure_weight · L_structure
 
     @property
     def loss(self) -> Tensor:
@@ -117,6 +130,14 @@ class DistillObjective:
         self.capture_layers = list(dict.fromkeys(self.ad_layers + [t for _, t in self.kl_pairs]))
         with torch.no_grad():
             self.empty_prompt = teacher.encode_prompts([""])
+        self.pyramid = RandomPyramid().to(teacher.device) if cfg.texture_weight or cfg.structure_weight else None
+
+    def image_terms(self, image: Tensor, content: Tensor, style: Tensor) -> tuple[Tensor, Tensor]:
+        """(L_texture, L_structure) of the student's image, each 0 (not computed) when its weight is."""
+        zero = image.new_zeros(())
+        texture = texture_loss(self.pyramid, image.float(), style) if self.cfg.texture_weight else zero
+        structure = structure_loss(self.pyramid, image.float(), content) if self.cfg.structure_weight else zero
+        return texture, structure
 
     def encode(self, images: Tensor) -> Tensor:
         """Scaled VAE latents (posterior means) of reference images; computed once per image bank."""
@@ -134,11 +155,14 @@ class DistillObjective:
         L_content are reported as 0. `shard` = (rank, ranks), ranks > 1: the batch is slice `rank` of a global batch
         `ranks` times as large; the timesteps and noise are drawn for the global batch and sliced, so N ranks draw what one
         process of the global batch draws (and their RNGs stay equal)."""
+        c = self.cfg
         if style_weight == 0 and content_weight == 0:  # the student's attention maps are needed by L_KL only
             image = student(content, style)
             target = F.l1_loss(image.float(), targets) if targets is not None else image.new_zeros(())
+            texture, structure = self.image_terms(image, content, style)
             zero = image.new_zeros(())
-            return DistillTerms(image, zero, zero, zero, target, self.cfg.target_weight * target, zero)
+            return DistillTerms(image, zero, zero, zero, target, texture, structure,
+                                c.target_weight * target + c.texture_weight * texture, c.structure_weight * structure)
         # `student` may be its DDP wrapper (several processes): capture on the module itself, run through the wrapper.
         with AttentionCapture(getattr(student, "module", student), layers=self.student_layers, record=(),
                               maps="mean") as capture:
@@ -173,6 +197,8 @@ class DistillObjective:
         ad = ad_loss(records, style_records, self.ad_layers)
         kept = content_loss(records, content_records, self.ad_layers)
         kl = torch.stack(kl_terms).mean()
-        return DistillTerms(image, ad, kept, kl, target,
-                            style_objective=style_weight * (ad + self.cfg.kl_weight * kl) + self.cfg.target_weight * target,
-                            content_objective=content_weight * kept)
+        texture, structure = self.image_terms(image, content, style)
+        return DistillTerms(image, ad, kept, kl, target, texture, structure,
+                            style_objective=(style_weight * (ad + c.kl_weight * kl) + c.target_weight * target
+                                             + c.texture_weight * texture),
+                            content_objective=content_weight * kept + c.structure_weight * structure)

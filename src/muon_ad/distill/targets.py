@@ -56,14 +56,26 @@ def training_pairs(train: PairSet, count: int, seed: int) -> tuple[Tensor, Tenso
             torch.randint(len(train.style.images), (count,), generator=generator))
 
 
+def pairs_by_part(parts: list[PairSet], count: int, seed: int) -> tuple[Tensor, Tensor]:
+    """`training_pairs` of every part (count each; content and style from the same part), indexed into
+    `PairSet.concat(parts)`."""
+    content_index, style_index, content_offset, style_offset = [], [], 0, 0
+    for k, part in enumerate(parts):
+        contents, styles = training_pairs(part, count, seed + k)
+        content_index.append(contents + content_offset)
+        style_index.append(styles + style_offset)
+        content_offset, style_offset = content_offset + len(part.content.images), style_offset + len(part.style.images)
+    return torch.cat(content_index), torch.cat(style_index)
+
+
 def build_target_bank(
     teacher: Teacher, pairs: PairSet, content_index: Tensor, style_index: Tensor, steps: int, lr: float, path: Path,
     provenance: dict, batch_size: int = 32,
 ) -> TargetBank:
     """The teacher's AD images of pairs (content_index[i], style_index[i]) of `pairs`: the cached bank at `path` if it
     was made with these settings and pairs (`provenance`: teacher, data), else a new one, cached there."""
-    settings = {"content_index": content_index.tolist(), "style_index": style_index.tolist(), "steps": steps,
-                "lr": lr, **provenance}
+    settings = json.loads(json.dumps({"content_index": content_index.tolist(), "style_index": style_index.tolist(),
+                                      "steps": steps, "lr": lr, **provenance}))  # as read back: tuples are lists
     meta = path.with_suffix(".json")
     if path.is_file() and meta.is_file() and json.loads(meta.read_text()) == settings:
         return TargetBank(**load_file(str(path)))

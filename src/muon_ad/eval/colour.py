@@ -44,6 +44,15 @@ def srgb_to_lab(images: Tensor) -> Tensor:
     return torch.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], dim=1)
 
 
+def lab_to_srgb(lab: Tensor) -> Tensor:
+    """The inverse of `srgb_to_lab`: CIELAB (D65) -> (N, 3, H, W) sRGB, clamped to [0, 1]."""
+    fy = (lab[:, 0] + 16) / 116
+    f = torch.stack([fy + lab[:, 1] / 500, fy, fy - lab[:, 2] / 200], dim=1)
+    xyz = torch.where(f > 6 / 29, f**3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * _WHITE_D65.view(1, 3, 1, 1)
+    linear = torch.einsum("ij,njhw->nihw", torch.linalg.inv(_XYZ_FROM_RGB), xyz).clamp(0, 1)
+    return torch.where(linear > 0.0031308, 1.055 * linear.clamp_min(1e-12) ** (1 / 2.4) - 0.055, 12.92 * linear)
+
+
 def colour_errors(original: Tensor, reconstructed: Tensor) -> dict[str, float]:
     """Colour error of aligned image sets in [-1, 1]: mean-colour ΔE (the cast), per-pixel ΔE, mean |ΔRGB|."""
     a, b = (original.float() + 1) / 2, (reconstructed.float().to(original.device) + 1) / 2

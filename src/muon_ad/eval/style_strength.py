@@ -9,6 +9,8 @@ FID. So style is judged three ways, each *per pair* where it can be, against the
 - gram_distance: relative distance between the Gram matrices of the output's and its style's intermediate
   features in the FID-domain network, averaged over its stages (0: the style's statistics; ~1: unrelated).
 Content kept is SSIM to the content and `edge_score`, which looks only at where edges are, not at colour.
+Texture (`eval.texture`): the family judge is the headline, and `copy_score` tells a texture drawn from one pasted;
+`passes_texture_bar` asks for both (a recolouring fails the first, an overlay of the style image the second).
 
 `style_strength_ratio` puts a model between the two reference rows of the same run and pairs: 0 is the
 identity map's style FID, 1 is optimisation-based AD's. The style bar is half of AD's move (`STYLE_BAR`).
@@ -23,8 +25,14 @@ from torch import Tensor
 from muon_ad.eval.domain_features import DomainFeatures
 from muon_ad.eval.recognition import accuracy, judge
 from muon_ad.eval.stylization import evaluate_stylized
+from muon_ad.eval.texture import block_energy, copy_score
 
 STYLE_BAR = 0.5  # a stylisation must move at least half as far toward its styles as AD does
+# Texture drawn: the family judge names at least FAMILY_BAR of the outputs' own style family (chance 1/12; the identity
+# map and a colour transfer ~0.03-0.09, AD at the teacher's size ~0.5), and no more than COPY_LIMIT of the style's
+# fine structure is pasted where the style image has it (a 50 % overlay of it ~0.6).
+FAMILY_BAR = 0.4
+COPY_LIMIT = 0.1
 
 _SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
@@ -79,6 +87,11 @@ def style_strength_ratio(style_fid_identity: float, style_fid_ad: float, style_f
     return (style_fid_identity - style_fid_model) / gap if gap > 0 else float("nan")
 
 
+def passes_texture_bar(family_hit: float, copy: float) -> bool:
+    """Whether outputs draw their style's texture: the family judge names it, and it is not the style pasted."""
+    return family_hit >= FAMILY_BAR and copy <= COPY_LIMIT
+
+
 def passes_style_bar(ratio: float) -> bool:
     """Whether a stylisation's style_strength_ratio reaches `STYLE_BAR` (NaN never does)."""
     return ratio >= STYLE_BAR
@@ -86,12 +99,14 @@ def passes_style_bar(ratio: float) -> bool:
 
 def score_stylization(
     images: Tensor, contents: Tensor, styles: Tensor, style_labels: dict[str, list[str]], feature_net: DomainFeatures,
-    judges: dict[str, DomainFeatures], kid_subsets: int = 100,
+    judges: dict[str, DomainFeatures], kid_subsets: int = 100, block_period: int = 4,
 ) -> dict[str, float]:
-    """Every style and content score of outputs `images[i]` for pairs (contents[i], styles[i]), in [-1, 1]."""
+    """Every style, texture and content score of outputs `images[i]` for pairs (contents[i], styles[i]), in [-1, 1];
+    `block_energy` at `block_period` (a student's stem stride)."""
     base = evaluate_stylized(images, contents, styles, feature=feature_net, kid_subsets=kid_subsets)
     hits = palette_family_hits(images, style_labels, judges)
     return {"style_fid": base["fid_domain"], "style_kid": base["kid_domain_mean"],
             "palette_hit": hits["palette"], "family_hit": hits["family"],
-            "gram_distance": gram_distance(images, styles, feature_net),
+            "gram_distance": gram_distance(images, styles, feature_net), "copy_score": copy_score(images, styles),
+            "block_energy": block_energy(images, block_period),
             "ssim": base["ssim"], "edge_score": edge_score(images, contents)}

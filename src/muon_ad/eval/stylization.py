@@ -49,6 +49,39 @@ def builtin_labelled_pairs(count: int, size: int, seed: int = EVAL_SEED) -> tupl
     return torch.stack([scenes[i]["image"] for i in range(count)]), styles, labels
 
 
+# Real photos shipped inside installed packages (no network): scikit-image's sample data (a dev dependency here)
+# and matplotlib's sample image. Content unlike the built-in scenes, for looking at and scoring a stylist on.
+PACKAGED_PHOTOS = ("camera", "coins", "immunohistochemistry", "stereo_motorcycle", "astronaut", "coffee", "chelsea",
+                   "grace_hopper")
+
+
+def packaged_photos(size: int) -> tuple[Tensor, list[str]]:
+    """The `PACKAGED_PHOTOS` that are installed, centre-cropped square and resized to `size`: ((N, 3, size, size) in
+    [-1, 1], their names); grey photos as three equal channels."""
+    import numpy as np
+    from PIL import Image
+
+    images, names = [], []
+    for name in PACKAGED_PHOTOS:
+        try:
+            if name == "grace_hopper":
+                from matplotlib import cbook
+                array = np.asarray(Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+            else:
+                import skimage.data
+                array = getattr(skimage.data, name)()
+                array = array[0] if isinstance(array, tuple) else array  # stereo pairs: the left view
+        except (ImportError, OSError, AttributeError):
+            continue
+        picture = Image.fromarray(array).convert("RGB")
+        side = min(picture.size)
+        left, top = (picture.width - side) // 2, (picture.height - side) // 2
+        picture = picture.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
+        images.append(torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1).float() / 127.5 - 1)
+        names.append(name)
+    return torch.stack(images), names
+
+
 def builtin_domain_features(size: int, count: int = 480, steps: int = 300, seed: int = 0) -> DomainFeatures:
     """A FID-domain network trained to tell the procedural texture families apart (training seed's images)."""
     return train_domain_features(ProceduralTextures(count, size, seed), steps=steps, seed=seed, size=size)

@@ -1,6 +1,6 @@
 """The student as two ONNX graphs, exported with torch's dynamo exporter (`torch.onnx.export(..., dynamo=True)`).
 
-- `style.onnx`: prepared style images (B, 3, s, s), s = `style_size` → style tokens. Run once per style, in fp32
+- `style.onnx`: prepared style images (B, 3, s, s), s = `style_size` (any s when it is None) → style tokens. Run once per style, in fp32
   whatever the precision of the main graph (it is a few convolutions, never on the per-frame path).
 - `model.onnx`: (content (B, 3, H, W), tokens) → stylised image (B, 3, H, W), H and W dynamic multiples of the
   network's stride. Padding to that stride stays *outside* the graph (`runtime.run_student` pads and crops):
@@ -35,6 +35,7 @@ from muon_ad.models.student import Student, pad_to_multiple
 
 MODEL, STYLE, CONFIG = "model.onnx", "style.onnx", "export.json"  # CONFIG: what a runtime needs to know
 MAX_SIDE = 8192  # the graph's height and width bound (torch.export needs one; far above any real frame)
+ANY_STYLE_SIZE = 64  # the size a style graph that takes any size (style_size None) is traced at
 
 
 @torch.no_grad()
@@ -84,16 +85,19 @@ def export_onnx(student: Student, folder: str | Path) -> tuple[Path, Path]:
     folder, cfg = Path(folder), student.config
     student = student.eval().cpu()
     stride = cfg.downsampling
-    style = torch.zeros(1, 3, cfg.style_size, cfg.style_size)
+    style = torch.zeros(1, 3, cfg.style_size or ANY_STYLE_SIZE, cfg.style_size or ANY_STYLE_SIZE)
     tokens = student.style_encoder(style)
+    style_shapes = {0: torch.export.Dim("batch")}
+    if cfg.style_size is None:  # the style encoded as given: any size
+        style_shapes.update({2: torch.export.Dim("style_height", min=8, max=MAX_SIDE),
+                             3: torch.export.Dim("style_width", min=8, max=MAX_SIDE)})
     content = torch.zeros(1, 3, 2 * stride, 3 * stride)  # unequal sides: no accidental height/width symmetry
     batch = torch.export.Dim("batch")
     height = stride * torch.export.Dim("height_blocks", min=1, max=MAX_SIDE // stride)
     width = stride * torch.export.Dim("width_blocks", min=1, max=MAX_SIDE // stride)
     _export(_StyledUNet(student), (content, tokens), ["content", "tokens", "image"],
             {"content": {0: batch, 2: height, 3: width}, "tokens": {0: batch}}, folder / MODEL)
-    _export(student.style_encoder, (style,), ["style", "tokens"], {"style": {0: torch.export.Dim("batch")}},
-            folder / STYLE)
+    _export(student.style_encoder, (style,), ["style", "tokens"], {"style": style_shapes}, folder / STYLE)
     return folder / MODEL, folder / STYLE
 
 
@@ -125,7 +129,8 @@ def graph_parity(student: Student, folder: str | Path, sizes: list[tuple[int, in
     folder, cfg = Path(folder), student.config
     model, style_graph = session(folder / MODEL, threads=1), session(folder / STYLE, threads=1)
     generator = torch.Generator().manual_seed(seed)
-    style = torch.rand(1, 3, cfg.style_size, cfg.style_size, generator=generator) * 2 - 1
+    side = cfg.style_size or ANY_STYLE_SIZE + 8  # not the size it was traced at
+    style = torch.rand(1, 3, side, side, generator=generator) * 2 - 1
     tokens = student.eval().cpu().style_encoder(style)
     onnx_tokens = style_graph.run(None, {"style": style.numpy()})[0]
     report = {"style_max_abs_diff": float(np.abs(onnx_tokens - tokens.numpy()).max()), "sizes": {}}

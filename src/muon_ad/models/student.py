@@ -65,12 +65,18 @@ class StudentConfig:
     stem_stride: int = 4  # pixels per side folded into one level-0 cell (1 = full resolution)
     attention_levels: int = 1  # self-attention blocks at this many of the lowest-resolution levels
     heads: int = 2
-    style_injection: Literal["cross_attention", "adain"] = "cross_attention"
+    # cross_attention: 16 pooled style tokens; adain: their mean scales/shifts the ResNet norms; statistics: the mean
+    # and spread of every style-encoder stage (texture at each scale) scale/shift the ResNet norms
+    style_injection: Literal["cross_attention", "adain", "statistics"] = "statistics"
     style_channels: tuple[int, ...] = (32, 64, 128)  # style encoder: one stride-2 conv stage each
     style_dim: int = 128  # width of a style token (cross-attention) or the style vector (AdaIN)
-    style_grid: int = 4  # the style encoder pools to style_grid x style_grid tokens
-    style_size: int = 48  # style images are resized to this before encoding (the built-in teacher's size, at which distillation makes them)
+    style_grid: int = 4  # the style encoder pools to style_grid x style_grid tokens (cross_attention, adain)
+    # style images are resized to this square before encoding (48: the built-in teacher's size, at which distillation
+    # makes them); None: encoded as given, so the encoder sees the style's texture at the scale the style shows it
+    style_size: int | None = None
     norm_groups: int = 8
+    position_periods: tuple[int, ...] = (8, 16, 32, 64)  # sin/cos of the pixel position at these periods (px) enter the stem
+    head: Literal["pixel_shuffle", "refine"] = "refine"  # refine: upsampled features + content at full size
 
     def __post_init__(self) -> None:
         self.check()
@@ -79,13 +85,18 @@ class StudentConfig:
         """Raise a one-line UserError for inconsistent knobs (`Student` runs it too: overrides skip __post_init__),
         and for a shape whose training would not fit in memory, before anything is allocated."""
         fields_within("student", self, ("base_channels", "stem_stride", "heads", "style_dim", "style_grid",
-                                        "style_size", "norm_groups"), 1)
+                                        "norm_groups"), 1)
+        if self.style_size is not None:
+            within("student.style_size", self.style_size, 1)
+        for period in self.position_periods:
+            within("student.position_periods entries", period, 2)
         if not self.channel_mult or not self.style_channels:
             raise UserError("student.channel_mult and student.style_channels need at least one entry each")
         for name in ("channel_mult", "style_channels"):
             for value in getattr(self, name):
                 within(f"student.{name} entries", value, 1)
-        one_of("student.style_injection", self.style_injection, ("cross_attention", "adain"))
+        one_of("student.style_injection", self.style_injection, ("cross_attention", "adain", "statistics"))
+        one_of("student.head", self.head, ("pixel_shuffle", "refine"))
         # ~7 3x3 convs' worth of weights per level (resnets, resampling, attention); x16 bytes: fp32 weights,
         # gradients and two Adam moments.
         params = 63 * sum(w * w for w in self.widths) + 9 * sum(c * c for c in self.style_channels)
@@ -110,19 +121,51 @@ class StudentConfig:
 
 
 class StyleEncoder(nn.Module):
-    """Style image → tokens (B, style_grid², style_dim): stride-2 conv stages, then an average-pool grid."""
+    """Style image → tokens: stride-2 conv stages, then either an average-pool grid (B, style_grid², style_dim), or
+    (`statistics`) one token (B, 1, style_dim) from the per-channel mean and standard deviation of every stage: the
+    style's texture statistics at each scale, from a style image of any size."""
 
     def __init__(self, cfg: StudentConfig):
         super().__init__()
+        self.statistics = cfg.style_injection == "statistics"
         layers: list[nn.Module] = []
         for cin, cout in zip((3, *cfg.style_channels), cfg.style_channels):
             layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GroupNorm(cfg.norm_groups, cout), nn.GELU()]
-        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(cfg.style_grid))
-        self.norm = nn.LayerNorm(cfg.style_channels[-1])
-        self.proj = nn.Linear(cfg.style_channels[-1], cfg.style_dim)
+        if not self.statistics:
+            layers.append(nn.AdaptiveAvgPool2d(cfg.style_grid))
+        self.body = nn.Sequential(*layers)
+        width = 2 * sum(cfg.style_channels) + 6 if self.statistics else cfg.style_channels[-1]  # + the pixels' own
+        self.norm = nn.LayerNorm(width)
+        self.proj = nn.Linear(width, cfg.style_dim)
 
     def forward(self, style: Tensor) -> Tensor:
-        return self.proj(self.norm(self.body(style).flatten(2).transpose(1, 2)))
+        if not self.statistics:
+            return self.proj(self.norm(self.body(style).flatten(2).transpose(1, 2)))
+        stats, h = [_mean_std(style)], style
+        for k in range(0, len(self.body), 3):  # each stage is conv, norm, activation
+            h = self.body[k : k + 3](h)
+            stats.append(_mean_std(h))
+        return self.proj(self.norm(torch.cat(stats, dim=1)))[:, None]
+
+
+def _mean_std(h: Tensor) -> Tensor:
+    """(B, C, H, W) → (B, 2C): each channel's mean and standard deviation over the image."""
+    mean = h.mean(dim=(2, 3))
+    return torch.cat([mean, (h.square().mean(dim=(2, 3)) - mean.square()).clamp_min(1e-6).sqrt()], dim=1)
+
+
+def position_features(height: int, width: int, stride: int, periods: tuple[int, ...], like: Tensor) -> Tensor:
+    """(1, 4·len(periods), height, width): sin and cos of the x and y pixel position of each stem cell's centre at each
+    period: the phase a drawn texture needs where the content is flat (and no edge says where a stripe goes)."""
+    ys = (torch.arange(height, device=like.device, dtype=like.dtype) + 0.5) * stride
+    xs = (torch.arange(width, device=like.device, dtype=like.dtype) + 0.5) * stride
+    maps = []
+    for period in periods:
+        fy, fx = ys * (2 * torch.pi / period), xs * (2 * torch.pi / period)
+        for wave in (torch.sin, torch.cos):
+            maps.append(wave(fy)[:, None].expand(height, width))
+            maps.append(wave(fx)[None, :].expand(height, width))
+    return torch.stack(maps)[None]
 
 
 class StudentBlock(nn.Module):
@@ -131,7 +174,7 @@ class StudentBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, attention: bool, cfg: StudentConfig):
         super().__init__()
-        adain = cfg.style_injection == "adain"
+        adain = cfg.style_injection in ("adain", "statistics")
         self.adain = adain
         # AdaIN: the style vector scales and shifts the block's second GroupNorm (diffusers' "scale_shift").
         self.resnet = ResnetBlock2D(
@@ -165,6 +208,9 @@ class Student(nn.Module):
         self.style_encoder = StyleEncoder(cfg)
         # Modules are registered in data-flow order: attention layers are then listed in that order too.
         self.stem = nn.Sequential(nn.PixelUnshuffle(s), nn.Conv2d(3 * s * s, widths[0], 3, padding=1))
+        # The position features' own conv, added to the stem's (one conv of both, split: the stem stays the image's)
+        self.position = (nn.Conv2d(4 * len(cfg.position_periods), widths[0], 3, padding=1, bias=False)
+                         if cfg.position_periods else None)
         self.down = nn.ModuleList(
             StudentBlock(cin, cout, att, cfg) for cin, cout, att in zip([widths[0], *widths], widths, attention)
         )
@@ -176,18 +222,32 @@ class Student(nn.Module):
         incoming = [widths[-1], *reversed(widths[1:])]
         self.up = nn.ModuleList(StudentBlock(cin + skip, skip, att, cfg)
                                 for cin, skip, att in zip(incoming, reversed(widths), reversed(attention)))
-        self.head = nn.Sequential(
-            nn.GroupNorm(cfg.norm_groups, widths[0]), nn.GELU(), nn.Conv2d(widths[0], 3 * s * s, 3, padding=1),
-            nn.PixelShuffle(s),
-        )
-        nn.init.zeros_(self.head[2].weight)  # an untrained student returns its content image (see `apply_style`)
-        nn.init.zeros_(self.head[2].bias)
+        if cfg.head == "pixel_shuffle":  # the change, s x s pixels per level-0 cell
+            self.head = nn.Sequential(
+                nn.GroupNorm(cfg.norm_groups, widths[0]), nn.GELU(), nn.Conv2d(widths[0], 3 * s * s, 3, padding=1),
+                nn.PixelShuffle(s),
+            )
+            self.refine = None
+        else:  # refine: features upsampled (bilinear, no s x s blocks), then two convs at full size that see the content
+            self.head = nn.Sequential(
+                nn.GroupNorm(cfg.norm_groups, widths[0]), nn.GELU(), nn.Conv2d(widths[0], REFINE_WIDTH, 3, padding=1),
+                nn.Upsample(scale_factor=s, mode="bilinear", align_corners=False),
+            )
+            self.refine = nn.Sequential(nn.Conv2d(REFINE_WIDTH + 3, REFINE_WIDTH, 3, padding=1), nn.GELU(),
+                                        nn.Conv2d(REFINE_WIDTH, 3, 3, padding=1))
+        nn.init.zeros_(self.output_layer.weight)  # an untrained student returns its content image (see `apply_style`)
+        nn.init.zeros_(self.output_layer.bias)
         self.widths: dict[str, dict[str, int]] | None = None  # per-layer widths of a compacted (pruned) student
 
+    @property
+    def output_layer(self) -> nn.Conv2d:
+        """The head's last convolution (zero at initialisation)."""
+        return self.head[2] if self.refine is None else self.refine[2]
+
     def encode_style(self, style: Tensor) -> Tensor:
-        """Style tokens (B, style_grid², style_dim); compute once per style and pass to `apply_style`."""
+        """Style tokens (B, style_grid² or 1, style_dim); compute once per style and pass to `apply_style`."""
         size = self.config.style_size
-        if style.shape[-2:] != (size, size):
+        if size is not None and style.shape[-2:] != (size, size):
             style = F.interpolate(style, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         return self.style_encoder(style)
 
@@ -202,6 +262,9 @@ class Student(nn.Module):
         content = pad_to_multiple(content, self.config.downsampling)
         tokens = tokens.expand(content.shape[0], *tokens.shape[1:])
         h = self.stem(content)
+        if self.position is not None:
+            s = self.config.stem_stride
+            h = h + self.position(position_features(h.shape[-2], h.shape[-1], s, self.config.position_periods, h))
         skips = []
         for i, block in enumerate(self.down):
             h = block(h, tokens)
@@ -216,11 +279,15 @@ class Student(nn.Module):
         # tanh(atanh(x) + change) by tanh's addition formula, (x + tanh(change)) / (1 + x·tanh(change)): the same
         # image without an atanh or log over every pixel (ONNX Runtime's Atanh kernel is scalar: it took 22 of the
         # edge student's 58 ms at 512 px, 2 threads). The denominator is at least 0.01 on the clamped content.
-        x, shift = content.clamp(-0.99, 0.99), torch.tanh(self.head(h))
+        change = self.head(h) if self.refine is None else self.refine(torch.cat([self.head(h), content], dim=1))
+        x, shift = content.clamp(-0.99, 0.99), torch.tanh(change)
         return ((x + shift) / (1 + x * shift))[..., :height, :width]
 
     def forward(self, content: Tensor, style: Tensor) -> Tensor:
         return self.apply_style(content, self.encode_style(style))
+
+
+REFINE_WIDTH = 16  # channels of the refine head at full size: a few, for its cost is per output pixel
 
 
 def pad_to_multiple(images: Tensor, multiple: int) -> Tensor:
@@ -232,6 +299,9 @@ def pad_to_multiple(images: Tensor, multiple: int) -> Tensor:
     return images
 
 
+# The first student shape (cross-attention to 16 tokens of a 48-px style, pixel-shuffle head), which folders saved before
+# the texture knobs have: their config.json lacks `position_periods` and `head`, and the defaults are another shape.
+FIRST_SHAPE = {"style_injection": "cross_attention", "style_size": 48, "position_periods": [], "head": "pixel_shuffle"}
 WIDTHS = "widths.json"  # in the folder of a compacted student: the per-layer widths its tensors have
 
 
@@ -326,6 +396,8 @@ def load_student(folder: str | Path) -> Student:
         raw = json.loads((folder / "config.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{folder}/config.json is not valid JSON") from None
+    if isinstance(raw, dict):
+        raw = {**FIRST_SHAPE, **raw}  # a folder from before these knobs: the shape it was made with
     cfg = from_dict(StudentConfig, raw, f"{folder}/config.json")  # the same checks as a YAML config
     with torch.random.fork_rng(devices=[]):  # initial weights, overwritten below, must not use the run's stream
         student = Student(cfg)

@@ -29,12 +29,13 @@ from muon_ad.recipes.distill import DistillConfig, distill
 log = logging.getLogger("muon_ad.compress")
 
 PRUNING = "pruning.json"  # in OUT-finetune: which pruning it fine-tunes (another pruning must not resume it)
+BUILTIN_SIZE = 48  # the built-in teacher's size: pairs are scored there when a student takes styles of any size
 SCORING_SEED = 77  # the pairs heads and channels are scored on: not the teacher's (0), the styles' (1), eval's (4242)
 
 
 def scoring_batches(student: Student, count: int = 4, size: int = 8) -> list:
     """`count` batches of `size` built-in (content, style) pairs at the student's style size."""
-    contents, styles = builtin_pairs(count * size, student.config.style_size, SCORING_SEED)
+    contents, styles = builtin_pairs(count * size, student.config.style_size or BUILTIN_SIZE, SCORING_SEED)
     return [(contents[i : i + size], styles[i : i + size]) for i in range(0, count * size, size)]
 
 

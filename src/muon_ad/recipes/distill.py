@@ -57,7 +57,8 @@ from muon_ad.distill import (
     build_banks,
     check_hooks,
 )
-from muon_ad.distill.targets import TargetBank, build_target_bank, training_pairs
+from muon_ad.distill.data import window_bank
+from muon_ad.distill.targets import TargetBank, build_target_bank, pairs_by_part
 from muon_ad.errors import UserError
 from muon_ad.io import folder_fingerprint
 from muon_ad.eval import compute_fid, ssim
@@ -156,9 +157,9 @@ def as_baseline(cfg: DistillConfig) -> DistillConfig:
     return baseline
 
 
-LOG_FIELDS = ["step", "phase", "lr", "batch_size", "loss", "ad", "content", "kl", "target", "style_weight",
-              "content_weight", "ssim", "grad_norm", "conflict_acted", "seconds"]
-VAL_FIELDS = ["step", "val_loss", "ad", "content", "kl", "target", "ssim", "fid"]
+LOG_FIELDS = ["step", "phase", "lr", "batch_size", "loss", "ad", "content", "kl", "target", "texture",
+              "structure", "style_weight", "content_weight", "ssim", "grad_norm", "conflict_acted", "seconds"]
+VAL_FIELDS = ["step", "val_loss", "ad", "content", "kl", "target", "texture", "structure", "ssim", "fid"]
 
 
 def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = (), init: Student | None = None) -> Path:
@@ -203,11 +204,18 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = (), init: Student | 
     targets = val_targets = None
     if cfg.distill.target_weight > 0:
         d = cfg.distill
+        parts = [train]
+        for scale in d.target_scales:  # teacher-size windows of the training pictures shown larger
+            banks = (bank.split(cfg.data.val_pairs)[0] for bank in build_banks(cfg.data, scale))
+            windows = [window_bank(bank, teacher.image_size, cfg.data.seed + k) for k, bank in enumerate(banks)]
+            parts.append(PairSet.encode(*windows, objective.encode, device))
+        train = PairSet.concat(parts)
         path = Path(d.target_path) if d.target_path else out / "ad-targets.safetensors"
         # The teacher by its bytes: a run and its teacher copied elsewhere reuse the bank; a retrained teacher does not.
-        made_from = {"teacher_sha256": folder_fingerprint(cfg.train.teacher), "data": asdict(cfg.data)}
+        made_from = {"teacher_sha256": folder_fingerprint(cfg.train.teacher), "data": asdict(cfg.data),
+                     **({"target_scales": list(d.target_scales)} if d.target_scales else {})}
         with distributed.main_process_first():  # rank 0 makes (or finds) the cached banks, the others read them
-            targets = build_target_bank(teacher, train, *training_pairs(train, d.target_pairs, cfg.data.seed),
+            targets = build_target_bank(teacher, train, *pairs_by_part(parts, d.target_pairs, cfg.data.seed),
                                         d.target_steps, d.target_lr, path, made_from)
             aligned = torch.arange(len(val.content.images))  # validation pair i = content i + style i
             val_targets = build_target_bank(teacher, val, aligned, aligned, d.target_steps, d.target_lr,
@@ -296,7 +304,8 @@ def distill(cfg: DistillConfig, hooks: Sequence[StepHook] = (), init: Student | 
                    "conflict_acted": projection.acted if projection is not None else 0,
                    "seconds": time.time() - start}
             logger.log("log.csv", row, step, tag="train",
-                       scalars=("loss", "ad", "content", "kl", "target", "content_weight", "ssim", "grad_norm", "lr"))
+                       scalars=("loss", "ad", "content", "kl", "target", "texture", "structure", "content_weight", "ssim",
+                                "grad_norm", "lr"))
             bar.set_postfix(phase=plan.phase, loss=f"{result['loss']:.4f}", ssim=f"{result['ssim']:.3f}")
             bar.update()
             if step % v.every == 0 or step == total:
@@ -363,6 +372,7 @@ def train_step(
     """One optimizer step on a random batch of pairs (pairs of the AD-target bank when there is one): the two
     objectives, combined (with conflict projection when enabled and both have gradients), clipped, applied unless
     non-finite. Returns the step's losses, gradient norm, batch SSIM and whether it was applied ("finite")."""
+    style_weight, content_weight = plan.style_weight, plan.content_weight
     if targets is not None:
         pick = distributed.shard(torch.randint(len(targets), (plan.batch_size,)))  # this rank's slice
         content_index, style_index = targets.content_index[pick], targets.style_index[pick]
@@ -372,11 +382,13 @@ def train_step(
         style_index = distributed.shard(torch.randint(len(train.style.images), (plan.batch_size,)))
         target = None
     content, *rest = train.batch(content_index, style_index, device)
-    # Projection needs each objective's own gradient, which exists once the teacher's terms are on; on several
-    # processes DDP then stays out of the backward and each objective's gradient is averaged over the ranks by hand.
-    separate = projection is not None and (plan.style_weight != 0 or plan.content_weight != 0)
+    # Projection needs each objective's own gradient, which exists once the teacher's content term or L_structure is
+    # on; on several processes DDP then stays out of the backward and each objective's gradient is averaged over the
+    # ranks by hand.
+    separate = projection is not None and (style_weight != 0 or content_weight != 0
+                                           or objective.cfg.structure_weight != 0)
     with distributed.no_sync(student) if separate else contextlib.nullcontext(), autocast(cfg.amp, device):
-        terms = objective(student, content, *rest, style_weight=plan.style_weight, content_weight=plan.content_weight,
+        terms = objective(student, content, *rest, style_weight=style_weight, content_weight=content_weight,
                           targets=target, shard=(distributed.rank(), distributed.world_size()))
     params = [p for p in student.parameters() if p.requires_grad]
     if separate:
@@ -390,7 +402,8 @@ def train_step(
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return {"loss": terms.loss.item(), "ad": terms.ad.item(), "content": terms.content.item(), "kl": terms.kl.item(),
-            "target": terms.target.item(), "grad_norm": grad_norm.item(),
+            "target": terms.target.item(), "texture": terms.texture.item(), "structure": terms.structure.item(),
+            "grad_norm": grad_norm.item(),
             "ssim": ssim(terms.image.detach().float(), content), "finite": finite}
 
 
@@ -408,7 +421,7 @@ def validate(
     """
     student.eval()
     generator = torch.Generator().manual_seed(cfg.seed)
-    sums = {"val_loss": 0.0, "ad": 0.0, "content": 0.0, "kl": 0.0, "target": 0.0}
+    sums = {"val_loss": 0.0, "ad": 0.0, "content": 0.0, "kl": 0.0, "target": 0.0, "texture": 0.0, "structure": 0.0}
     images = []
     count = len(val.content.images)
     for start in range(0, count, cfg.batch_size):
@@ -418,7 +431,7 @@ def validate(
             terms = objective(student, *val.batch(index, index, device), style_weight=cfg.style_weight,
                               content_weight=cfg.content_weight, generator=generator, targets=targets)
         for key, value in (("val_loss", terms.loss), ("ad", terms.ad), ("content", terms.content), ("kl", terms.kl),
-                           ("target", terms.target)):
+                           ("target", terms.target), ("texture", terms.texture), ("structure", terms.structure)):
             sums[key] += float(value) * len(index)
         images.append(terms.image.float().cpu())
     student.train()

@@ -34,7 +34,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 PARITY_SIZES = [(200, 184), (37, 53)]  # neither a multiple of any stride: padding outside the graph is exercised
 QUALITY_PAIRS = 16  # held-out pairs (after the calibration pairs) on which the export's SSIM vs torch is measured
 STYLE_PREPROCESSING = ("RGB float in [-1, 1], (B, 3, s, s): centre-crop the style to a square, resize to s = style_size "
-                       "(bilinear, antialiased), then style.onnx; the content is padded (edge replicated) on the "
+                       "(bilinear, antialiased; style_size null: as given), then style.onnx; the content is padded (edge replicated) on the "
                        "bottom and right to a multiple of `multiple`, run, cropped back and clamped to [-1, 1]")
 
 

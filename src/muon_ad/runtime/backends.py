@@ -86,7 +86,7 @@ class OnnxStudent:
             raise UserError(f"exported student {folder} is corrupt: {problem}")
         try:
             self.config = json.loads((folder / CONFIG).read_text())
-            self.multiple, self.style_size = int(self.config["multiple"]), int(self.config["style_size"])
+            self.multiple, self.style_size = int(self.config["multiple"]), (None if self.config["style_size"] is None else int(self.config["style_size"]))
             self.max_side = int(self.config["max_side"])
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
             raise UserError(f"{folder / CONFIG} is not a valid export config") from None
