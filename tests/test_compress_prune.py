@@ -52,6 +52,17 @@ def test_compacted_student_equals_the_masked_one_and_is_smaller(student, criteri
     assert all(c % CFG.norm_groups == 0 and c < 64 for c in gn), gn  # GroupNorm groups kept whole, every level cut
 
 
+def test_style_scale_and_shift_halves_are_cut_in_whole_groups_at_any_keep_rate(student):
+    # The statistics student's time_emb_proj makes scale|shift for one GroupNorm: each half must lose whole groups.
+    for keep in (0.7, 0.4):
+        small = compact(student, plan_pruning(student, keep, "magnitude", importance_for(student, "magnitude", batches())))
+        gn = [w["channels"] for name, w in small.widths.items() if name.endswith("norm2")]
+        assert gn and all(c % CFG.norm_groups == 0 for c in gn), (keep, gn)
+        content, style = batches(1)[0]
+        with torch.no_grad():
+            assert torch.isfinite(small(content, style)).all()
+
+
 def test_criteria_rank_differently_at_equal_widths(student):
     plans = {c: plan_pruning(student, 0.5, c, importance_for(student, c, batches())) for c in ("entropy", "magnitude")}
     widths = {c: compact(student, p).widths for c, p in plans.items()}

@@ -69,7 +69,7 @@ from muon_ad.synthesis.transfer import STYLIZE_STEPS
 from muon_ad.visual import image_grid
 
 ROWS = {"identity": "identity (output = content)", "colour_transfer": "colour transfer (Reinhard)",
-        "overlay": "overlay (½ colour transfer + ½ style)", "ad": "AD, Adam", "ad_muon": "AD, Muon",
+        "overlay": "overlay (colour transfer + style, half each)", "ad": "AD, Adam", "ad_muon": "AD, Muon",
         "student": "Muon-AD student", "student_adamw": "AdamW student"}
 IMITATIONS = {"colour_transfer": colour_transfer, "overlay": overlay}
 STUDENTS = {"student": "muon", "student_adamw": "adamw"}  # row -> run folder of the distill-convergence race
