@@ -126,6 +126,14 @@ def to_tensor(img: Image.Image | np.ndarray, size: int | None = None) -> torch.T
     return array_to_tensor(img)
 
 
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
+
+
+def luminance(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) -> (N, H, W) luma (BT.601 weights, on whatever range the values have)."""
+    return torch.einsum("nchw,c->nhw", images.float(), images.new_tensor(_LUMA, dtype=torch.float32))
+
+
 def to_pil(image: torch.Tensor | np.ndarray | Image.Image) -> Image.Image:
     """Any image-like value -> PIL. Tensors are channels-first, (C, H, W) or (1, C, H, W), as in torch;
     arrays channels-last, (H, W, C) or (H, W), as in PIL. Float data is read in the project's [-1, 1]

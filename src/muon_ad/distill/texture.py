@@ -23,6 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from muon_ad.data.images import luminance
+from muon_ad.models.student import channel_mean_std
+
 PYRAMID_WIDTHS = (32, 64, 128, 128, 128)
 
 
@@ -58,23 +61,18 @@ def _relative(a: Tensor, b: Tensor) -> Tensor:
     return (a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1).clamp_min(1e-8)
 
 
-def _mean_std(x: Tensor) -> Tensor:
-    return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
-
-
 def texture_loss(pyramid: RandomPyramid, images: Tensor, styles: Tensor) -> Tensor:
     """Mean over the batch and the stages (and the pixels' colour statistics) of the relative Gram error."""
     with torch.no_grad():
         style_grams = [_gram(m) for m in pyramid(styles)]
     terms = [_relative(_gram(m), g) for m, g in zip(pyramid(images), style_grams)]
-    terms.append(_relative(_mean_std(images), _mean_std(styles)))
+    terms.append(_relative(channel_mean_std(images), channel_mean_std(styles)))
     return torch.stack(terms).mean()
 
 
 def _grey(images: Tensor) -> Tensor:
     """Luminance, standardised over each image (so its brightness and contrast are free), as three equal channels."""
-    weights = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    return _standardised((images * weights).sum(dim=1, keepdim=True)).expand(-1, 3, -1, -1)
+    return _standardised(luminance(images)[:, None]).expand(-1, 3, -1, -1)
 
 
 def _standardised(m: Tensor) -> Tensor:

@@ -25,12 +25,12 @@ from torch import Tensor
 from muon_ad.eval.domain_features import DomainFeatures
 from muon_ad.eval.recognition import accuracy, judge
 from muon_ad.eval.stylization import evaluate_stylized
-from muon_ad.eval.texture import block_energy, copy_score
+from muon_ad.eval.texture import block_energy, copy_score, pearson
 
 STYLE_BAR = 0.5  # a stylisation must move at least half as far toward its styles as AD does
-# Texture drawn: the family judge names at least FAMILY_BAR of the outputs' own style family (chance 1/12; the identity
-# map and a colour transfer ~0.03-0.09, AD at the teacher's size ~0.5), and no more than COPY_LIMIT of the style's
-# fine structure is pasted where the style image has it (a 50 % overlay of it ~0.6).
+# Texture drawn: the family judge names at least FAMILY_BAR of the outputs' own style family (chance 1/12; what the
+# identity map, a colour transfer, an overlay and AD score: docs/measurements.md, "Student v2"), and no more than
+# COPY_LIMIT of the style's fine structure is pasted where the style image has it.
 FAMILY_BAR = 0.4
 COPY_LIMIT = 0.1
 
@@ -75,9 +75,7 @@ def edge_score(images: Tensor, contents: Tensor) -> float:
     """Mean over pairs of the Pearson correlation between the edge maps of image i and content i.
 
     1: edges exactly where the content has them (whatever the colours); ~0: unrelated structure."""
-    a, b = (m.flatten(1) for m in (edge_maps(images), edge_maps(contents)))
-    a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
-    return float(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)).mean())
+    return float(pearson(edge_maps(images), edge_maps(contents)).mean())
 
 
 def style_strength_ratio(style_fid_identity: float, style_fid_ad: float, style_fid_model: float) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from muon_ad.data.images import to_pil
+from muon_ad.data.images import to_pil, to_tensor
 from muon_ad.data.procedural import ProceduralScenes, ProceduralTextures
 from muon_ad.eval.domain_features import DomainFeatures, train_domain_features
 from muon_ad.eval.evaluate import evaluate_images
@@ -55,29 +55,27 @@ PACKAGED_PHOTOS = ("camera", "coins", "immunohistochemistry", "stereo_motorcycle
                    "grace_hopper")
 
 
-def packaged_photos(size: int) -> tuple[Tensor, list[str]]:
-    """The `PACKAGED_PHOTOS` that are installed, centre-cropped square and resized to `size`: ((N, 3, size, size) in
-    [-1, 1], their names); grey photos as three equal channels."""
-    import numpy as np
+def _packaged_photo(name: str):
+    """One of `PACKAGED_PHOTOS` as a PIL image (ImportError / OSError / AttributeError where it is not installed)."""
     from PIL import Image
 
+    if name == "grace_hopper":
+        from matplotlib import cbook
+        return Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    import skimage.data
+    array = getattr(skimage.data, name)()
+    return Image.fromarray(array[0] if isinstance(array, tuple) else array)  # stereo pairs: the left view
+
+
+def packaged_photos(size: int) -> tuple[Tensor, list[str]]:
+    """The `PACKAGED_PHOTOS` that are installed, centre-cropped square and resized to `size` (`data.images.to_tensor`):
+    ((N, 3, size, size) in [-1, 1], their names); grey photos as three equal channels."""
     images, names = [], []
     for name in PACKAGED_PHOTOS:
         try:
-            if name == "grace_hopper":
-                from matplotlib import cbook
-                array = np.asarray(Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
-            else:
-                import skimage.data
-                array = getattr(skimage.data, name)()
-                array = array[0] if isinstance(array, tuple) else array  # stereo pairs: the left view
+            images.append(to_tensor(_packaged_photo(name), size))
         except (ImportError, OSError, AttributeError):
             continue
-        picture = Image.fromarray(array).convert("RGB")
-        side = min(picture.size)
-        left, top = (picture.width - side) // 2, (picture.height - side) // 2
-        picture = picture.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
-        images.append(torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1).float() / 127.5 - 1)
         names.append(name)
     return torch.stack(images), names
 

@@ -8,8 +8,8 @@ has a second guard:
   layout) scores ~0; the style image itself scores 1, a 50 % overlay of it ~0.5.
 And a student whose head folds s x s pixel blocks (a strided stem, pixel-shuffle) can leave a grid at that period:
 - `block_energy`: the luminance power at the frequencies of period `period` and its harmonics, along either axis,
-  over the power beside them (a smooth spectrum scores ~1). Relative to a reference set's (`block_artifact_ratio`,
-  e.g. AD's outputs), 1 is as blocky as the reference; a pixel-shuffled random head is many times more.
+  over the power beside them (a smooth spectrum scores ~1). Over a reference set's (the bench's `block_artifact_ratio`,
+  e.g. over AD's outputs), 1 is as blocky as the reference; a pixel-shuffled random head is many times more.
 """
 
 from __future__ import annotations
@@ -18,13 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-_LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R BT.601, on the [-1, 1] values
-
-
-def luminance(images: Tensor) -> Tensor:
-    """(N, 3, H, W) -> (N, H, W) luma."""
-    return torch.einsum("nchw,c->nhw", images.float(), _LUMA.to(images.device))
-
+from muon_ad.data.images import luminance
 
 def high_pass(images: Tensor, sigma: float = 2.0) -> Tensor:
     """(N, H, W) minus its Gaussian blur of `sigma` px (reflect padding): the fine structure a texture lives in."""
@@ -38,7 +32,8 @@ def high_pass(images: Tensor, sigma: float = 2.0) -> Tensor:
     return (x - blurred)[:, 0]
 
 
-def _pearson(a: Tensor, b: Tensor) -> Tensor:
+def pearson(a: Tensor, b: Tensor) -> Tensor:
+    """Per row i, the Pearson correlation of a[i] and b[i] over all their other dimensions."""
     a, b = a.flatten(1), b.flatten(1)
     a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
@@ -50,7 +45,7 @@ def copy_scores(images: Tensor, styles: Tensor) -> Tensor:
     if styles.shape[-2:] != images.shape[-2:]:
         styles = F.interpolate(styles.float(), size=images.shape[-2:], mode="bilinear", align_corners=False,
                                antialias=True)
-    return _pearson(high_pass(luminance(images)), high_pass(luminance(styles)))
+    return pearson(high_pass(luminance(images)), high_pass(luminance(styles)))
 
 
 def copy_score(images: Tensor, styles: Tensor) -> float:
@@ -75,8 +70,3 @@ def block_energy(images: Tensor, period: int) -> float:
         beside = torch.cat([grid - 1, grid + 1])
         contrasts.append(spectrum[:, grid].mean(1) / spectrum[:, beside].mean(1).clamp_min(1e-12))
     return float(torch.stack(contrasts).mean())
-
-
-def block_artifact_ratio(images: Tensor, reference: Tensor, period: int) -> float:
-    """`block_energy` of `images` over that of `reference` (e.g. AD's outputs of the same pairs): 1 = as blocky."""
-    return block_energy(images, period) / max(block_energy(reference, period), 1e-12)

@@ -141,14 +141,14 @@ class StyleEncoder(nn.Module):
     def forward(self, style: Tensor) -> Tensor:
         if not self.statistics:
             return self.proj(self.norm(self.body(style).flatten(2).transpose(1, 2)))
-        stats, h = [_mean_std(style)], style
+        stats, h = [channel_mean_std(style)], style
         for k in range(0, len(self.body), 3):  # each stage is conv, norm, activation
             h = self.body[k : k + 3](h)
-            stats.append(_mean_std(h))
+            stats.append(channel_mean_std(h))
         return self.proj(self.norm(torch.cat(stats, dim=1)))[:, None]
 
 
-def _mean_std(h: Tensor) -> Tensor:
+def channel_mean_std(h: Tensor) -> Tensor:
     """(B, C, H, W) → (B, 2C): each channel's mean and standard deviation over the image."""
     mean = h.mean(dim=(2, 3))
     return torch.cat([mean, (h.square().mean(dim=(2, 3)) - mean.square()).clamp_min(1e-6).sqrt()], dim=1)

@@ -23,19 +23,20 @@ from muon_ad.errors import UserError
 from muon_ad.io import write_text_atomic
 from muon_ad.eval.stylization import builtin_pairs
 from muon_ad.models.student import Student, load_student
-from muon_ad.models.teacher import teacher_folder
+from muon_ad.models.teacher import TinyTeacherConfig, teacher_folder
 from muon_ad.recipes.distill import DistillConfig, distill
 
 log = logging.getLogger("muon_ad.compress")
 
 PRUNING = "pruning.json"  # in OUT-finetune: which pruning it fine-tunes (another pruning must not resume it)
-BUILTIN_SIZE = 48  # the built-in teacher's size: pairs are scored there when a student takes styles of any size
 SCORING_SEED = 77  # the pairs heads and channels are scored on: not the teacher's (0), the styles' (1), eval's (4242)
 
 
 def scoring_batches(student: Student, count: int = 4, size: int = 8) -> list:
-    """`count` batches of `size` built-in (content, style) pairs at the student's style size."""
-    contents, styles = builtin_pairs(count * size, student.config.style_size or BUILTIN_SIZE, SCORING_SEED)
+    """`count` batches of `size` built-in (content, style) pairs at the student's style size (the built-in teacher's
+    size for a student that takes styles of any size)."""
+    style_size = student.config.style_size or TinyTeacherConfig.image_size
+    contents, styles = builtin_pairs(count * size, style_size, SCORING_SEED)
     return [(contents[i : i + size], styles[i : i + size]) for i in range(0, count * size, size)]
 
 
